@@ -1,0 +1,180 @@
+"""The grader's child side: runs one step's tests and writes one event per line.
+
+The parent (`autograder.engine`) starts `python -m pytest exercises/NN_slug` with the
+job in the environment variable `AUTOGRADER_CHILD`. This plugin then
+1. puts the folder being graded (the learner's, a solution, a known-wrong copy) first
+   on `sys.path`, imports the step's modules once and reports `import` /
+   `import_error` (so the parent can time the import and stop a hanging one);
+2. runs the selected tests, writing `start` before each one and `result` after it, so
+   the parent knows which test was running if the process hangs or dies;
+3. offers the fixtures the graded tests use: `exercise`, `app`, `client`, `live_server`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from autograder.catalog import Step, load_catalog
+from autograder.messages import explain_import_failure, explain_test_failure
+
+ENV_VAR = "AUTOGRADER_CHILD"
+
+
+@dataclass(frozen=True)
+class Job:
+    step: str
+    source: str  # the folder whose modules are graded
+    events: str  # the file the events are appended to
+    only: tuple[str, ...]  # the graded tests to run
+
+    def to_env(self) -> str:
+        return json.dumps({**self.__dict__, "only": list(self.only)})
+
+    @classmethod
+    def from_env(cls) -> Job:
+        data = json.loads(os.environ[ENV_VAR])
+        return cls(data["step"], data["source"], data["events"], tuple(data["only"]))
+
+
+class ChildPlugin:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.step: Step = load_catalog().step(job.step)
+        self.source = Path(job.source).resolve()
+        self._events = open(job.events, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
+        self._outcomes: dict[str, tuple[str, str]] = {}
+        self._printed: dict[str, str] = {}  # what the learner's code printed, per test
+
+    # -- events ---------------------------------------------------------------------
+
+    def emit(self, event: str, **data: Any) -> None:
+        self._events.write(json.dumps({"event": event, **data}) + "\n")
+        self._events.flush()
+
+    # -- learner modules ------------------------------------------------------------
+
+    def forget_learner_modules(self) -> None:
+        """Drop the learner's modules from `sys.modules` so the next import is fresh."""
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if file and Path(file).resolve().parent == self.source:
+                del sys.modules[name]
+
+    def import_fresh(self, name: str) -> ModuleType:
+        """Import `name` from the graded folder, anew, so no test sees another's state."""
+        self.forget_learner_modules()
+        return importlib.import_module(name)
+
+    # -- pytest hooks -----------------------------------------------------------------
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        sys.path.insert(0, str(self.source))
+
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        wanted = set(self.job.only)
+        keep = [item for item in items if _test_name(item) in wanted]
+        dropped = [item for item in items if _test_name(item) not in wanted]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for name in self.step.modules:
+            self.emit("import", module=name)
+            try:
+                self.import_fresh(name)
+            except BaseException as exc:  # SystemExit and friends included, on purpose
+                message = explain_import_failure(exc, self.source / f"{name}.py", self.source)
+                self.emit("import_error", module=name, message=message)
+                self._events.close()
+                # Nothing else can run without the module; the parent reports the rest.
+                os._exit(0)
+        self.emit("imported")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+        name = _test_name(item)
+        self.emit("start", test=name, item=item.nodeid)
+        started = time.perf_counter()
+        self._outcomes.pop(item.nodeid, None)
+        result = yield
+        outcome, message = self._outcomes.get(item.nodeid, ("passed", ""))
+        output = self._printed.pop(item.nodeid, "")
+        self.emit(
+            "result",
+            test=name,
+            item=item.nodeid,
+            outcome=outcome,
+            message=message,
+            duration=round(time.perf_counter() - started, 4),
+            output=output[-2000:],
+        )
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Iterator[pytest.TestReport]:
+        report: pytest.TestReport = yield
+        if report.capstdout:
+            self._printed[item.nodeid] = report.capstdout  # cumulative over the phases
+        if report.failed and item.nodeid not in self._outcomes and call.excinfo is not None:
+            self._outcomes[item.nodeid] = explain_test_failure(call.excinfo.value, self.source)
+        return report
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.emit("done")
+        self._events.close()
+
+    # -- fixtures for the graded tests ------------------------------------------------
+
+    @pytest.fixture
+    def exercise(self) -> Callable[[str], ModuleType]:
+        """Import one of the step's modules, fresh for this test: `exercise("app")`."""
+        return self.import_fresh
+
+    @pytest.fixture
+    def app(self, exercise: Callable[[str], ModuleType]) -> Any:
+        """The step's FastAPI app, from a fresh import of the graded module."""
+        module_name, _, attribute = self.step.app.partition(":")
+        module = exercise(module_name)
+        if not hasattr(module, attribute):
+            raise AssertionError(
+                f"{module_name}.py must define `{attribute}` (the FastAPI application); "
+                "it is missing. Did you rename or delete it?"
+            )
+        return getattr(module, attribute)
+
+    @pytest.fixture
+    def client(self, app: Any) -> Iterator[Any]:
+        """A TestClient on the app, inside its lifespan (start-up and shut-down run)."""
+        from fastapi.testclient import TestClient
+
+        with TestClient(app) as test_client:
+            yield test_client
+
+    @pytest.fixture
+    def live_server(self, app: Any) -> Iterator[str]:
+        """The app under a real uvicorn server on a free loopback port: its base URL."""
+        from coursekit.server import serve_in_thread
+
+        with serve_in_thread(app, timeout_graceful_shutdown=1) as base_url:
+            yield base_url
+
+
+def _test_name(item: pytest.Item) -> str:
+    """The graded test an item belongs to: its function name, without parameters."""
+    return getattr(item, "originalname", None) or item.name

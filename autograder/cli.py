@@ -1,0 +1,137 @@
+"""Grading runs as the learner sees them, shared by `pytest exercises/` and the CLI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from autograder.catalog import Step, load_catalog
+from autograder.engine import Settings, grade
+from autograder.messages import show_path
+from autograder.records import Record
+from autograder.reports import score_table, step_summary, write_gradescope
+
+
+def run_grading(
+    steps: list[Step],
+    *,
+    solutions: bool = False,
+    source_root: Path | None = None,
+    select: dict[str, set[str]] | None = None,
+    keyword: str = "",
+    json_path: Path | None = None,
+    test_timeout: float | None = None,
+    verbose: int = 0,
+) -> int:
+    """Grade `steps`, print each step's summary and the table; 0 if every test passed."""
+    select = select or {}
+    matches = _keyword_matcher(keyword)
+
+    def chosen(step: Step, test: str) -> bool:
+        return (step.id not in select or test in select[step.id]) and matches(test)
+
+    if source_root is not None:
+        source = lambda step: source_root / step.slug  # noqa: E731
+    elif solutions:
+        source = lambda step: step.solution_dir  # noqa: E731
+    else:
+        source = lambda step: step.exercise_dir  # noqa: E731
+    what = "the reference solutions" if solutions else "your exercises"
+    if source_root is not None:
+        what = show_path(source_root)
+    print(f"{load_catalog().title}: grading {what}, {len(steps)} step(s)\n", flush=True)
+
+    def report(step: Step, records: list[Record]) -> None:
+        if records or verbose > 0:
+            print(step_summary(step, records, verbose) + "\n", flush=True)
+
+    settings = Settings(source=source, select=chosen, test_timeout=test_timeout)
+    records = grade(steps, settings, on_step_done=report)
+    if json_path is not None:
+        write_gradescope(records, json_path)
+        print(f"Wrote {json_path}")
+    print(score_table(steps, records), flush=True)
+    return 0 if all(record.passed for record in records) else 1
+
+
+def _keyword_matcher(keyword: str):  # type: ignore[no-untyped-def]
+    """pytest's `-k` expression, matched against graded test names."""
+    if not keyword:
+        return lambda test: True
+    try:
+        from _pytest.mark.expression import Expression
+
+        expression = Expression.compile(keyword)
+    except Exception:  # an older or newer pytest: fall back to a plain substring
+        return lambda test: keyword.lower() in test.lower()
+
+    def matches(test: str) -> bool:
+        return expression.evaluate(lambda name, /, **_: name.lower() in test.lower())
+
+    return matches
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m autograder {grade,hint,next}`: see `--help`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    grade_cmd = commands.add_parser("grade", help="grade steps (all by default)")
+    grade_cmd.add_argument("steps", nargs="*", help="step ids such as 01 (default: all)")
+    grade_cmd.add_argument("--solutions", action="store_true", help="grade solutions/")
+    grade_cmd.add_argument("--source-root", type=Path, help="grade DIR/NN_slug/ per step")
+    grade_cmd.add_argument("--json", type=Path, help="write Gradescope's results.json here")
+    grade_cmd.add_argument("--test-timeout", type=float, help="seconds per test")
+    hint_cmd = commands.add_parser("hint", help="grade one step and show the hints of its failures")
+    hint_cmd.add_argument("step", help="a step id such as 01")
+    commands.add_parser("next", help="the first step not yet at full points")
+    args = parser.parse_args(argv)
+    catalog = load_catalog()
+
+    if args.command == "grade":
+        steps = [catalog.step(s) for s in args.steps] if args.steps else list(catalog.steps)
+        return run_grading(
+            steps,
+            solutions=args.solutions,
+            source_root=args.source_root.resolve() if args.source_root else None,
+            json_path=args.json,
+            test_timeout=args.test_timeout,
+        )
+    if args.command == "hint":
+        return _hint(catalog.step(args.step))
+    return _next(list(catalog.steps))
+
+
+def _hint(step: Step) -> int:
+    records = grade([step])
+    print(f"Step {step.id}: {step.title}")
+    print(f"  statement: {show_path(step.statement)}")
+    print(f"  lesson:    {show_path(step.lesson)}\n")
+    failing = [record for record in records if not record.passed]
+    if not failing:
+        print("Every test of this step passes. Well done: on to the next one.")
+        return 0
+    for record in failing:
+        print(f"{record.test} ({record.points} pt)")
+        print(f"  Hint: {record.hint}")
+        print(f"  Lesson section: {record.section}\n")
+    return 0
+
+
+def _next(steps: list[Step]) -> int:
+    for step in steps:
+        records = grade([step])
+        earned, possible = sum(r.score for r in records), sum(r.points for r in records)
+        if earned < possible:
+            print(f"Next: step {step.id}, {step.title} ({earned}/{possible} points).")
+            print(f"  Read {show_path(step.statement)}, then edit {show_path(step.exercise_dir)}/")
+            print(f"  Grade it with: pytest {show_path(step.exercise_dir)}")
+            print(f"  Stuck? python -m autograder hint {step.id}")
+            return 0
+    print("Every step is at full points. Congratulations: the course is complete.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The grader's parent side: grade each step in child processes, under time limits.
+
+A learner's step can do anything to the process that imports it: fail to parse, call
+`sys.exit()`, loop forever at import or inside a request handler, crash. So no learner
+code ever runs here. Each step is graded by a child `pytest` (see `autograder.child`)
+that reports events to a file; this side watches those events with a deadline for the
+import and for each test. A child that hangs is killed, its running test scored zero,
+and a fresh child grades the tests that remain. No signal alarms: this works the same
+on Linux, macOS and Windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autograder.catalog import ROOT, Step, load_catalog
+from autograder.child import ENV_VAR, Job
+from autograder.messages import show_path
+from autograder.records import Outcome, Record
+
+STARTUP_LIMIT = 90.0  # seconds for Python and pytest to start and collect: generous, a loaded
+# machine is slow, and a learner's code does not run during this phase
+POLL_INTERVAL = 0.02
+MAX_TIMEOUTS_PER_STEP = 3  # after this many hanging tests, the rest of the step is not run
+
+
+@dataclass
+class Settings:
+    """How to grade: where the code comes from, which tests, what limits."""
+
+    source: Callable[[Step], Path] = lambda step: step.exercise_dir
+    select: Callable[[Step, str], bool] = lambda step, test: True
+    import_timeout: float | None = None  # None: the catalog's
+    test_timeout: float | None = None  # None: the step's
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+
+
+def grade(
+    steps: Iterable[Step],
+    settings: Settings | None = None,
+    on_step_done: Callable[[Step, list[Record]], None] | None = None,
+) -> list[Record]:
+    """Grade `steps` (in parallel, one child process each); records in course order."""
+    settings = settings or Settings()
+    steps = list(steps)
+    results: dict[str, list[Record]] = {}
+    with ThreadPoolExecutor(max_workers=settings.workers) as pool:
+        futures = {step.id: pool.submit(grade_step, step, settings) for step in steps}
+        # Report in course order as soon as each step (and those before it) is done.
+        for step in steps:
+            results[step.id] = futures[step.id].result()
+            if on_step_done:
+                on_step_done(step, results[step.id])
+    return [record for step in steps for record in results[step.id]]
+
+
+def grade_step(step: Step, settings: Settings) -> list[Record]:
+    """Grade one step; always returns one record per selected graded test."""
+    selected = [test.name for test in step.tests if settings.select(step, test.name)]
+    source = settings.source(step).resolve()
+    done: dict[str, Record] = {}
+    remaining = list(selected)
+    timeouts = 0
+
+    def finish(name: str, outcome: Outcome, message: str, **extra: object) -> None:
+        if name in done and not done[name].passed:
+            return  # a parametrised test keeps its first failure
+        test = step.test(name)
+        done[name] = Record(
+            step=step.id,
+            step_title=step.title,
+            test=name,
+            points=test.points,
+            score=test.points if outcome == "passed" else 0,
+            outcome=outcome,
+            message=message,
+            hint=test.hint,
+            section=test.section,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    if not source.is_dir():
+        for name in remaining:
+            finish(name, "not_run", f"There is no folder {show_path(source)} to grade.")
+        remaining = []
+
+    while remaining:
+        run = _run_child(step, source, remaining, settings)
+        for result in run.results:
+            finish(
+                result["test"],
+                result["outcome"],
+                result["message"],
+                duration=result["duration"],
+                output=result["output"],
+            )
+        finished = {result["test"] for result in run.results}
+        if run.import_problem:
+            outcome, message = run.import_problem
+            for name in remaining:
+                if name not in finished:
+                    finish(name, outcome, message)
+            break
+        if run.stopped_in:
+            name, outcome, message = run.stopped_in
+            finish(name, outcome, message)
+            finished.add(name)
+            timeouts += outcome == "timeout"
+        progress = [name for name in remaining if name not in finished]
+        if not run.stopped_in:
+            # The child ended normally: whatever it did not run cannot be run.
+            for name in progress:
+                finish(name, "not_run", run.not_run_reason())
+            break
+        remaining = progress
+        if timeouts >= MAX_TIMEOUTS_PER_STEP:
+            for name in remaining:
+                finish(
+                    name,
+                    "not_run",
+                    f"Not run: {timeouts} tests of this step ran out of time, so grading "
+                    "of the step stopped there. Fix the hanging code and grade again.",
+                )
+            break
+    return [done[name] for name in selected]
+
+
+@dataclass
+class ChildRun:
+    """What one child process reported before it ended (or was ended)."""
+
+    results: list[dict[str, object]] = field(default_factory=list)
+    import_problem: tuple[Outcome, str] | None = None
+    stopped_in: tuple[str, Outcome, str] | None = None  # the test running when it stopped
+    log_tail: str = ""
+
+    def not_run_reason(self) -> str:
+        detail = self.log_tail or "no detail was printed"
+        return (
+            "This test did not run: the step's test file could not be collected. "
+            f"pytest said: {detail}"
+        )
+
+
+def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -> ChildRun:
+    catalog = load_catalog()
+    import_limit = settings.import_timeout or catalog.import_timeout
+    test_limit = settings.test_timeout or step.timeout
+    with tempfile.TemporaryDirectory(prefix=f"grade-{step.id}-") as scratch:
+        events_path = Path(scratch) / "events.jsonl"
+        events_path.touch()
+        job = Job(step=step.id, source=str(source), events=str(events_path), only=tuple(tests))
+        env = {**os.environ, ENV_VAR: job.to_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+        env.pop("PYTEST_ADDOPTS", None)
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(step.exercise_dir),
+            "-q",
+            "--no-header",
+            "--tb=native",
+        ]
+        log_path = Path(scratch) / "pytest.log"
+        with open(log_path, "wb") as log, open(events_path, encoding="utf-8") as events:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=os.name != "nt",
+            )
+            run = _watch(process, events, import_limit, test_limit, step)
+        run.log_tail = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))
+    return run
+
+
+def _watch(
+    process: subprocess.Popen[bytes],
+    events: object,
+    import_limit: float,
+    test_limit: float,
+    step: Step,
+) -> ChildRun:
+    """Follow the child's events until it ends; end it if a phase runs out of time."""
+    run = ChildRun()
+    phase, phase_started, current, module = "startup", time.monotonic(), "", ""
+    pending = ""
+    while True:
+        exited = process.poll() is not None
+        pending += events.read()  # type: ignore[attr-defined]
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            event = json.loads(line)
+            kind = event["event"]
+            phase_started = time.monotonic()
+            if kind == "import":
+                phase, module = "import", event["module"]
+            elif kind == "import_error":
+                run.import_problem = ("import_error", event["message"])
+            elif kind == "imported":
+                phase = "between"
+            elif kind == "start":
+                phase, current = "test", event["test"]
+            elif kind == "result":
+                phase, current = "between", ""
+                run.results.append(event)
+            elif kind == "done":
+                phase = "done"
+        if exited:
+            break
+        limit = {"startup": STARTUP_LIMIT, "import": import_limit}.get(phase, test_limit)
+        if time.monotonic() - phase_started > limit:
+            _kill(process)
+            if phase == "import":
+                run.import_problem = (
+                    "import_error",
+                    f"Importing {module}.py did not finish within {import_limit:g} s. "
+                    "Is there an infinite loop (or a call that never returns) at the top "
+                    "level of the module?",
+                )
+            elif phase == "test":
+                run.stopped_in = (
+                    current,
+                    "timeout",
+                    f"Ran out of time: this test did not finish within {test_limit:g} s. "
+                    "Look for an infinite loop, or a call that never returns, in the code "
+                    "it exercises.",
+                )
+            elif phase == "startup":
+                run.import_problem = ("timeout", "The grader could not start this step in time.")
+            return run
+        time.sleep(POLL_INTERVAL)
+    code = process.returncode
+    if phase == "test" and current:
+        run.stopped_in = (
+            current,
+            "crashed",
+            f"The grading process stopped during this test (exit code {code}). Does your "
+            "code call sys.exit() or os._exit()? A server must never exit while answering "
+            "a request.",
+        )
+    elif phase == "import" and not run.import_problem:
+        run.import_problem = (
+            "import_error",
+            f"Importing {module}.py ended the grading process (exit code {code}). Does the "
+            "module call os._exit() or crash the interpreter?",
+        )
+    return run
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """End the child and anything it started, at once."""
+    if os.name != "nt":
+        with contextlib.suppress(ProcessLookupError):  # it may have ended on its own
+            os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.kill()
+    process.wait()
+
+
+def _last_error_line(log: str) -> str:
+    """The most telling line of a pytest log: its last error, else its last line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(("E ", "ERROR")):
+            return line.removeprefix("E").strip()
+    return lines[-1] if lines else ""

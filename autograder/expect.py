@@ -1,0 +1,125 @@
+"""Checks for the graded tests, whose failures read as sentences for a learner.
+
+Each check says what request was sent, what was expected and what came back:
+
+    body = expect_json(client.post("/analyze", json={"text": "hi"}))
+    expect_equal(body["words"], 1, "the word count of 'hi'")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx2 as httpx
+
+MAX_SHOWN = 300  # characters of a body shown in a message
+
+
+def shown(value: Any) -> str:
+    """A short, readable rendering of a value for a message."""
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def describe(response: httpx.Response) -> str:
+    """`POST /analyze?top=2 with body {"text": "hi"}`: the request behind a response."""
+    request = response.request
+    target = request.url.raw_path.decode("ascii", errors="replace")
+    text = f"{request.method} {target}"
+    body = request.content
+    if body:
+        text += f" with body {shown(body.decode('utf-8', errors='replace'))}"
+    return text
+
+
+def expect_status(response: httpx.Response, status: int) -> None:
+    """The response has `status`; otherwise say what came back instead."""
+    if response.status_code != status:
+        raise AssertionError(
+            f"{describe(response)} answered {response.status_code}, expected {status}. "
+            f"Response body: {shown(response.text) or '(empty)'}"
+        )
+
+
+def expect_json(response: httpx.Response, status: int = 200) -> Any:
+    """The response has `status` and a JSON body; return that body."""
+    expect_status(response, status)
+    content_type = response.headers.get("content-type", "")
+    if not content_type.startswith("application/json"):
+        raise AssertionError(
+            f"{describe(response)} answered with content type {content_type or '(none)'}, "
+            "expected application/json."
+        )
+    return response.json()
+
+
+def expect_equal(actual: Any, expected: Any, what: str) -> None:
+    """`actual == expected`, where `what` names the value in the learner's terms."""
+    if actual != expected:
+        raise AssertionError(f"{what}: expected {shown(expected)}, got {shown(actual)}.")
+
+
+def expect_fields(body: Any, expected: Mapping[str, Any], what: str) -> None:
+    """`body` is a JSON object holding at least `expected` (key by key)."""
+    if not isinstance(body, dict):
+        raise AssertionError(f"{what}: expected a JSON object, got {shown(body)}.")
+    missing = [key for key in expected if key not in body]
+    if missing:
+        raise AssertionError(
+            f"{what}: the field(s) {', '.join(missing)} are missing. Got {shown(body)}."
+        )
+    wrong = [
+        f"{key} = {shown(body[key])} (expected {shown(value)})"
+        for key, value in expected.items()
+        if body[key] != value
+    ]
+    if wrong:
+        raise AssertionError(f"{what}: " + "; ".join(wrong) + ".")
+
+
+def expect_exact_keys(body: Any, keys: Sequence[str], what: str) -> None:
+    """`body` is a JSON object with exactly these keys: nothing missing, nothing extra."""
+    if not isinstance(body, dict):
+        raise AssertionError(f"{what}: expected a JSON object, got {shown(body)}.")
+    missing = sorted(set(keys) - set(body))
+    extra = sorted(set(body) - set(keys))
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        if extra:
+            problems.append(f"unexpected {', '.join(extra)}")
+        raise AssertionError(
+            f"{what}: expected exactly the fields {', '.join(keys)}; "
+            + " and ".join(problems)
+            + f". Got {shown(body)}."
+        )
+
+
+def expect_validation_error(
+    response: httpx.Response, loc: Sequence[str | int], error_type: str | None = None
+) -> dict[str, Any]:
+    """A 422 in FastAPI's shape, with an error at `loc` (of `error_type`); return it."""
+    body = expect_json(response, 422)
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if not isinstance(detail, list) or not all(isinstance(e, dict) for e in detail):
+        raise AssertionError(
+            f"{describe(response)} answered 422, but the body is not FastAPI's validation "
+            f'error shape {{"detail": [{{"loc": ..., "msg": ..., "type": ...}}]}}. '
+            f"Got {shown(body)}."
+        )
+    for error in detail:
+        if list(error.get("loc", [])) == list(loc):
+            if error_type is not None and error.get("type") != error_type:
+                raise AssertionError(
+                    f"{describe(response)}: the error at {list(loc)} has type "
+                    f"{error.get('type')!r}, expected {error_type!r}. Got {shown(error)}."
+                )
+            return error
+    locations = [error.get("loc") for error in detail]
+    raise AssertionError(
+        f"{describe(response)}: expected a validation error at {list(loc)}, "
+        f"but the errors are at {shown(locations)}."
+    )

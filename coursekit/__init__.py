@@ -1,0 +1,1 @@
+"""Runtime code shared by the lessons, the exercises and the solutions."""

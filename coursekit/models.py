@@ -1,0 +1,174 @@
+"""Load the course's trained models: one loader for the lessons, exercises and solutions.
+
+    from coursekit.models import load_model
+
+    model = load_model("tickets")
+    model.pipeline.predict_proba(["I was charged twice"])  # columns in model.classes order
+
+The first `load_model(name)` on a machine trains the model (about a second) and saves it
+in a cache directory; later calls, in any process, load the saved file. The cache is
+keyed by the installed library versions and the training recipe, so upgrading
+scikit-learn or changing the data retrains instead of loading a stale file.
+
+Loading is safe: skops refuses any type it does not trust by default, and the loader
+trusts only the few extra types in `TRUSTED_TYPES`, never whatever a file asks for.
+
+Each `load_model` call reads the file again and is counted, so a test can check that a
+service loads its model once at start-up rather than once per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from coursekit.training import TRAINERS, ModelMetadata, library_versions, save_model
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+CACHE_ENV_VAR = "COURSEKIT_MODEL_CACHE"
+
+# Types the course's own pipelines may contain that some skops releases do not trust by
+# default. Anything else a file holds that skops does not trust makes the load fail.
+TRUSTED_TYPES: frozenset[str] = frozenset(
+    {
+        "numpy.float64",  # TfidfVectorizer's `dtype` parameter
+    }
+)
+
+
+class UntrustedArtifactError(ValueError):
+    """A model file holds types outside skops's defaults and `TRUSTED_TYPES`."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A fitted pipeline, its metadata, and the file it was loaded from."""
+
+    name: str
+    pipeline: Pipeline
+    metadata: ModelMetadata
+    path: Path
+
+    @property
+    def version(self) -> str:
+        """The model's version, such as `"1.0.0"`."""
+        return self.metadata["version"]
+
+    @property
+    def classes(self) -> list[str]:
+        """The labels a classifier predicts, in `predict_proba` column order; empty otherwise."""
+        return list(self.metadata.get("classes", []))
+
+
+_load_counts: Counter[str] = Counter()
+_load_counts_lock = threading.Lock()
+# Builds are rare and take about a second; one lock keeps two threads of a process from
+# training the same model twice. Other processes are kept safe by atomic writes instead.
+_build_lock = threading.Lock()
+
+
+def available_models() -> list[str]:
+    """The names `load_model` accepts."""
+    return sorted(TRAINERS)
+
+
+def load_count(name: str) -> int:
+    """How many times `load_model(name)` has loaded a model in this process."""
+    with _load_counts_lock:
+        return _load_counts[name]
+
+
+def reset_load_counts() -> None:
+    """Set every load count back to zero (for tests)."""
+    with _load_counts_lock:
+        _load_counts.clear()
+
+
+def _recipe_fingerprint() -> str:
+    # The data and the training code decide what a model is; hash them with the
+    # library versions so any change to one of them lands in a fresh cache directory.
+    digest = hashlib.sha256()
+    digest.update(json.dumps(library_versions(), sort_keys=True).encode())
+    package = files("coursekit")
+    for recipe_file in (("data", "tickets.csv"), ("datasets.py",), ("training.py",)):
+        digest.update(package.joinpath(*recipe_file).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cache_directory() -> Path:
+    """Where built models are saved: `$COURSEKIT_MODEL_CACHE`, else `coursekit/.model_cache`.
+
+    The directory holds one subdirectory per scikit-learn version and recipe fingerprint.
+    """
+    root = os.environ.get(CACHE_ENV_VAR) or Path(__file__).resolve().parent / ".model_cache"
+    sklearn_version = library_versions()["scikit-learn"]
+    return Path(root) / f"sklearn-{sklearn_version}-{_recipe_fingerprint()}"
+
+
+def build_model(name: str, directory: str | Path | None = None, seed: int = 0) -> Path:
+    """Train model `name` and save it into `directory` (default: the cache); return its path."""
+    pipeline, metadata = TRAINERS[name](seed)
+    return save_model(pipeline, metadata, directory or cache_directory())
+
+
+def _cached_artifact(name: str) -> Path:
+    path = cache_directory() / f"{name}.skops"
+    if path.exists():
+        return path
+    with _build_lock:
+        if path.exists():  # another thread built it while this one waited
+            return path
+        try:
+            return build_model(name, path.parent)
+        except PermissionError:
+            # On Windows a file another process is reading cannot be replaced; that
+            # process built the same model from the same recipe first, so use it.
+            if path.exists():
+                return path
+            raise
+
+
+def load_artifact(path: str | Path) -> Pipeline:
+    """Load a `.skops` file, refusing it if it holds a type that is not trusted.
+
+    Raises `UntrustedArtifactError` naming the offending types.
+    """
+    import skops.io
+
+    refused = sorted(set(skops.io.get_untrusted_types(file=path)) - TRUSTED_TYPES)
+    if refused:
+        raise UntrustedArtifactError(
+            f"Refusing to load {path}: it contains types that are not trusted: "
+            f"{', '.join(refused)}. Only scikit-learn and NumPy types skops trusts, plus "
+            f"{sorted(TRUSTED_TYPES)}, may appear in a course model."
+        )
+    return skops.io.load(path, trusted=sorted(TRUSTED_TYPES))
+
+
+def load_model(name: str, directory: str | Path | None = None) -> LoadedModel:
+    """Load model `name` ("tickets", "wine" or "embedder") with its metadata.
+
+    Without `directory`, the model comes from the cache and is built there on first
+    use. With `directory`, `<directory>/<name>.skops` and `<name>.json` are loaded as
+    they are (`FileNotFoundError` if missing). Every call counts as one load.
+    """
+    if directory is None:
+        if name not in TRAINERS:
+            raise ValueError(f"No model named {name!r}; available: {available_models()}")
+        path = _cached_artifact(name)
+    else:
+        path = Path(directory) / f"{name}.skops"
+    pipeline = load_artifact(path)
+    metadata: ModelMetadata = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    with _load_counts_lock:
+        _load_counts[name] += 1
+    return LoadedModel(name=name, pipeline=pipeline, metadata=metadata, path=path)

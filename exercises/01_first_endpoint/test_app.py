@@ -1,0 +1,139 @@
+"""Graded tests for step 01. Read them: they are the exact contract of the exercise.
+
+Run them with `pytest exercises/01_first_endpoint`. Points and hints live in
+course.toml; the fixtures (`client`, `app`) come from the grader: `client` is a
+`TestClient` on the `app` in your app.py, freshly imported for each test.
+"""
+
+from autograder.expect import (
+    expect_equal,
+    expect_exact_keys,
+    expect_fields,
+    expect_json,
+    expect_validation_error,
+)
+
+SENTENCE = "The cat saw the other cat and the dog"
+
+
+def test_health_returns_ok(client):
+    body = expect_json(client.get("/health"))
+    expect_equal(body, {"status": "ok"}, "GET /health")
+
+
+def test_analyze_counts_characters_and_words(client):
+    body = expect_json(client.post("/analyze", json={"text": "Hello,  brave new world!"}))
+    expect_fields(
+        body, {"characters": 24, "words": 4}, 'POST /analyze for "Hello,  brave new world!"'
+    )
+
+
+def test_analyze_response_has_exactly_the_documented_fields(client):
+    body = expect_json(client.post("/analyze", json={"text": "one two"}))
+    expect_exact_keys(body, ["characters", "words", "unique_words", "top_words"], "POST /analyze")
+
+
+def test_unique_words_ignore_case(client):
+    body = expect_json(client.post("/analyze", json={"text": "Cat cat CAT dog"}))
+    expect_fields(body, {"words": 4, "unique_words": 2}, 'POST /analyze for "Cat cat CAT dog"')
+
+
+def test_top_words_are_ranked_by_count_then_alphabetically(client):
+    body = expect_json(client.post("/analyze", json={"text": SENTENCE}))
+    expected = [
+        {"word": "the", "count": 3},
+        {"word": "cat", "count": 2},
+        {"word": "and", "count": 1},
+    ]
+    expect_equal(body["top_words"], expected, f'top_words for "{SENTENCE}" (default top=3)')
+
+
+def test_top_query_parameter_limits_the_list(client):
+    body = expect_json(client.post("/analyze?top=1", json={"text": SENTENCE}))
+    expect_equal(body["top_words"], [{"word": "the", "count": 3}], "top_words with ?top=1")
+    body = expect_json(client.post("/analyze?top=10", json={"text": SENTENCE}))
+    expect_equal(len(body["top_words"]), 6, "the number of top_words with ?top=10 (6 distinct)")
+    body = expect_json(client.post("/analyze?top=0", json={"text": SENTENCE}))
+    expect_equal(body["top_words"], [], "top_words with ?top=0")
+
+
+def test_empty_and_blank_text_are_valid(client):
+    body = expect_json(client.post("/analyze", json={"text": ""}))
+    expect_equal(
+        body,
+        {"characters": 0, "words": 0, "unique_words": 0, "top_words": []},
+        'POST /analyze for ""',
+    )
+    body = expect_json(client.post("/analyze", json={"text": " \n\t "}))
+    expect_fields(body, {"characters": 4, "words": 0}, "POST /analyze for blank text")
+
+
+def test_missing_text_is_a_422_naming_the_field(client):
+    expect_json(client.post("/analyze", json={"text": "a valid request first"}))
+    error = expect_validation_error(
+        client.post("/analyze", json={"txt": "typo"}), loc=["body", "text"], error_type="missing"
+    )
+    expect_equal(isinstance(error.get("msg"), str), True, "the error has a message (`msg`)")
+
+
+def test_text_of_the_wrong_type_is_a_422(client):
+    expect_json(client.post("/analyze", json={"text": "a valid request first"}))
+    expect_validation_error(
+        client.post("/analyze", json={"text": 42}), loc=["body", "text"], error_type="string_type"
+    )
+    expect_validation_error(
+        client.post("/analyze", json={"text": ["a", "list"]}), loc=["body", "text"]
+    )
+
+
+def test_a_body_that_is_not_json_is_a_422(client):
+    expect_json(client.post("/analyze", json={"text": "a valid request first"}))
+    response = client.post(
+        "/analyze", content=b"text=hello", headers={"content-type": "application/json"}
+    )
+    expect_validation_error(response, loc=["body", 0], error_type="json_invalid")
+
+
+def test_top_must_be_a_whole_number(client):
+    expect_json(client.post("/analyze?top=2", json={"text": "a valid request first"}))
+    expect_validation_error(
+        client.post("/analyze?top=many", json={"text": "hi"}),
+        loc=["query", "top"],
+        error_type="int_parsing",
+    )
+
+
+def test_openapi_documents_the_request_and_response(client):
+    schema = expect_json(client.get("/openapi.json"))
+    operation = schema.get("paths", {}).get("/analyze", {}).get("post")
+    if operation is None:
+        raise AssertionError("/openapi.json has no POST /analyze operation.")
+    components = schema.get("components", {}).get("schemas", {})
+
+    def resolve(ref_holder: dict) -> dict:
+        ref = ref_holder.get("$ref", "")
+        return components.get(ref.rsplit("/", 1)[-1], ref_holder)
+
+    request_schema = resolve(
+        operation.get("requestBody", {})
+        .get("content", {})
+        .get("application/json", {})
+        .get("schema", {})
+    )
+    expect_equal(
+        request_schema.get("required"),
+        ["text"],
+        "in /openapi.json, the required fields of the POST /analyze body",
+    )
+    response_schema = resolve(
+        operation.get("responses", {})
+        .get("200", {})
+        .get("content", {})
+        .get("application/json", {})
+        .get("schema", {})
+    )
+    expect_equal(
+        sorted(response_schema.get("properties", {})),
+        ["characters", "top_words", "unique_words", "words"],
+        "in /openapi.json, the fields of the POST /analyze 200 response",
+    )

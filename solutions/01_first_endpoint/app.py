@@ -1,0 +1,43 @@
+"""Step 01, solved: a small text-analysis API with FastAPI and Pydantic."""
+
+from collections import Counter
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+app = FastAPI(title="Text analysis", version="1.0.0")
+
+
+class AnalyzeRequest(BaseModel):
+    text: str
+
+
+class WordCount(BaseModel):
+    word: str
+    count: int
+
+
+class AnalyzeResponse(BaseModel):
+    characters: int
+    words: int
+    unique_words: int
+    top_words: list[WordCount]
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.post("/analyze")
+def analyze(request: AnalyzeRequest, top: int = 3) -> AnalyzeResponse:
+    words = [word.lower() for word in request.text.split()]
+    counts = Counter(words)
+    # Most frequent first; ties in alphabetical order, so the answer is deterministic.
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return AnalyzeResponse(
+        characters=len(request.text),
+        words=len(words),
+        unique_words=len(counts),
+        top_words=[WordCount(word=word, count=count) for word, count in ranked[:top]],
+    )

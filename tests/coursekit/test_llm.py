@@ -1,0 +1,322 @@
+"""The tiny language model: deterministic, streaming, non-blocking, and gated for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from httpx_sse import connect_sse
+
+from coursekit.llm import (
+    ChatMessage,
+    ChatModel,
+    GatedLM,
+    OpenAIChatModel,
+    TinyLM,
+    get_model,
+    last_user_message,
+)
+from coursekit.server import serve_in_thread
+
+PROMPT: list[ChatMessage] = [
+    {"role": "system", "content": "You answer questions about serving models."},
+    {"role": "user", "content": "How do I stream tokens to a browser?"},
+]
+
+
+async def collect(stream: AsyncIterator[str]) -> list[str]:
+    return [token async for token in stream]
+
+
+# --- the corpus and the model -----------------------------------------------------
+
+
+def corpus_text() -> str:
+    return resources.files("coursekit").joinpath("data/corpus.txt").read_text(encoding="utf-8")
+
+
+def test_corpus_is_long_enough() -> None:
+    assert len(corpus_text().split()) >= 3000
+
+
+def test_training_is_fast() -> None:
+    # The brief asks for well under 100 ms; the bound is loose so a busy CI machine
+    # passes, but a quadratic training loop would not.
+    started = time.perf_counter()
+    TinyLM(corpus=corpus_text())
+    assert time.perf_counter() - started < 0.5
+
+
+def test_get_model_is_cached_per_delay() -> None:
+    assert get_model() is get_model()
+    assert get_model(0.01) is not get_model()
+    assert get_model(0.01).delay == 0.01
+
+
+def test_same_seed_gives_the_same_tokens() -> None:
+    first = get_model().generate(PROMPT, max_tokens=40, seed=7)
+    # A model trained separately must agree: nothing depends on hash order or state.
+    second = TinyLM(corpus=corpus_text()).generate(PROMPT, max_tokens=40, seed=7)
+    assert first == second
+
+
+def test_different_seeds_give_different_tokens() -> None:
+    answers = {tuple(get_model().generate(PROMPT, max_tokens=20, seed=s)) for s in range(5)}
+    assert len(answers) >= 4
+
+
+def test_max_tokens_is_exact_and_shorter_answers_are_prefixes() -> None:
+    longest = get_model().generate(PROMPT, max_tokens=60, seed=3)
+    assert len(longest) == 60
+    for n in (1, 2, 17):
+        assert get_model().generate(PROMPT, max_tokens=n, seed=3) == longest[:n]
+
+
+def test_tokens_are_words_with_a_leading_space() -> None:
+    tokens = get_model().generate(PROMPT, max_tokens=50, seed=1)
+    assert tokens[0] and not tokens[0][0].isspace()
+    for token in tokens[1:]:
+        assert token[0] == " " and token[1:] and not any(ch.isspace() for ch in token[1:])
+    text = "".join(tokens)
+    assert text == " ".join(text.split())
+
+
+def test_answer_starts_at_a_word_of_the_last_user_message() -> None:
+    messages: list[ChatMessage] = [
+        {"role": "user", "content": "Tell me about schemas."},
+        {"role": "assistant", "content": "Schemas describe data."},
+        {"role": "user", "content": "And what about latency and timeouts?"},
+    ]
+    for seed in range(10):
+        first = get_model().generate(messages, max_tokens=1, seed=seed)[0]
+        assert first.strip(".,;:").lower() in {"what", "about", "latency", "timeouts"}
+
+
+def test_a_prompt_without_known_words_still_gets_an_answer() -> None:
+    tokens = get_model().generate([{"role": "user", "content": "zzz qqq"}], max_tokens=5)
+    assert len(tokens) == 5
+    assert tokens[0][0].isupper()  # it starts a corpus sentence
+
+
+def test_temperature_zero_is_greedy() -> None:
+    greedy = get_model().generate(PROMPT, max_tokens=30, seed=2, temperature=0)
+    assert greedy == get_model().generate(PROMPT, max_tokens=30, seed=2, temperature=0)
+    assert len(greedy) == 30
+
+
+def test_messages_may_be_objects_with_role_and_content() -> None:
+    as_objects = [SimpleNamespace(**message) for message in PROMPT]
+    assert last_user_message(as_objects) == PROMPT[1]["content"]
+    assert get_model().generate(as_objects, seed=4) == get_model().generate(PROMPT, seed=4)
+
+
+@pytest.mark.parametrize(
+    ("messages", "options"),
+    [
+        ([], {}),
+        (PROMPT, {"max_tokens": 0}),
+        (PROMPT, {"temperature": -1.0}),
+    ],
+)
+def test_bad_arguments_raise_value_error(messages: list[Any], options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        get_model().generate(messages, **options)
+
+
+# --- streaming --------------------------------------------------------------------
+
+
+def test_stream_yields_exactly_what_generate_returns() -> None:
+    model = TinyLM(delay=0.001)
+    expected = model.generate(PROMPT, max_tokens=25, seed=9, temperature=0.7)
+    streamed = asyncio.run(
+        collect(model.stream_chat(PROMPT, max_tokens=25, seed=9, temperature=0.7))
+    )
+    assert streamed == expected
+
+
+def test_tinylm_and_gatedlm_satisfy_the_chat_model_protocol() -> None:
+    models: list[ChatModel] = [get_model(), GatedLM()]
+    assert all(callable(model.stream_chat) for model in models)
+
+
+def test_delay_does_not_block_the_event_loop() -> None:
+    model = TinyLM(delay=0.02)
+    arrivals: list[str] = []
+
+    async def consume(label: str) -> None:
+        async for _ in model.stream_chat(PROMPT, max_tokens=10, seed=0):
+            arrivals.append(label)
+
+    async def main() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(consume("a"), consume("b"))
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(main())
+    # If one stream blocked the loop, all of a's tokens would arrive before b's first.
+    assert arrivals.index("b") < len(arrivals) - arrivals[::-1].index("a") - 1
+    assert arrivals[:4].count("a") == 2  # they take turns
+    # Loose: together they take about one stream's time (0.2 s), far from two.
+    assert elapsed < 0.38
+
+
+# --- GatedLM, in one event loop -----------------------------------------------------
+
+
+def test_gated_stream_holds_each_token_until_another_thread_allows_it() -> None:
+    gated = GatedLM(timeout=5)
+
+    async def main() -> None:
+        stream = gated.stream_chat(PROMPT, max_tokens=3, seed=0)
+        first = await anext(stream)
+        assert first == gated.generate(PROMPT, max_tokens=3, seed=0)[0]
+        second = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.1)
+        assert not second.done(), "the second token must wait at the gate"
+        threading.Thread(target=gated.allow).start()
+        await asyncio.wait_for(second, timeout=2)
+        gated.release()
+        assert len(await collect(stream)) == 1
+
+    asyncio.run(main())
+    assert gated.completed.is_set() and not gated.closed_early.is_set()
+    assert gated.stop_reason == "completed"
+    assert gated.tokens_yielded == 3
+
+
+def test_gated_stream_records_an_early_close() -> None:
+    gated = GatedLM()
+
+    async def main() -> None:
+        stream = gated.stream_chat(PROMPT, max_tokens=5)
+        await anext(stream)
+        await stream.aclose()
+
+    asyncio.run(main())
+    assert gated.closed_early.is_set() and not gated.completed.is_set()
+    assert gated.stop_reason == "closed"
+    assert gated.tokens_yielded == 1
+
+
+def test_gated_stream_records_a_cancellation() -> None:
+    gated = GatedLM()
+
+    async def main() -> None:
+        task = asyncio.create_task(collect(gated.stream_chat(PROMPT, max_tokens=5)))
+        await asyncio.sleep(0.05)  # the task now waits at the gate for token 2
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert gated.stop_reason == "cancelled"
+    assert gated.closed_early.is_set()
+
+
+def test_gated_stream_times_out_instead_of_hanging() -> None:
+    gated = GatedLM(timeout=0.05)
+
+    async def main() -> None:
+        stream = gated.stream_chat(PROMPT, max_tokens=5)
+        await anext(stream)
+        with pytest.raises(TimeoutError):
+            await anext(stream)
+
+    asyncio.run(main())
+    assert gated.stop_reason == "timeout"
+    assert not gated.closed_early.is_set()
+
+
+# --- GatedLM behind a real server, as the step 08 tests use it ----------------------
+
+
+def sse_app(model: ChatModel) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/chat/stream", response_class=EventSourceResponse)
+    async def chat_stream(messages: list[ChatMessage]) -> AsyncIterator[ServerSentEvent]:
+        async for token in model.stream_chat(messages, max_tokens=6, seed=5):
+            yield ServerSentEvent(data=token)
+        yield ServerSentEvent(raw_data="[DONE]")
+
+    return app
+
+
+def test_tokens_reach_a_client_while_the_rest_are_held() -> None:
+    gated = GatedLM()
+    expected = gated.generate(PROMPT, max_tokens=6, seed=5)
+    with (
+        serve_in_thread(sse_app(gated)) as url,
+        httpx.Client(base_url=url, timeout=5) as client,
+        connect_sse(client, "POST", "/chat/stream", json=PROMPT) as source,
+    ):
+        events = source.iter_sse()
+        assert next(events).json() == expected[0]
+        assert not gated.wait_for_tokens(2, timeout=0.1)
+        gated.allow(1)
+        assert next(events).json() == expected[1]
+        gated.release()
+        rest = [event.data for event in events]
+    assert rest[-1] == "[DONE]"
+    assert [json.loads(data) for data in rest[:-1]] == expected[2:]
+    assert gated.completed.is_set()
+
+
+def test_a_client_disconnect_stops_generation() -> None:
+    gated = GatedLM()
+    with serve_in_thread(sse_app(gated)) as url, httpx.Client(base_url=url, timeout=5) as client:
+        with connect_sse(client, "POST", "/chat/stream", json=PROMPT) as source:
+            next(source.iter_sse())
+        # Leaving the block closed the connection; the server must stop the stream.
+        assert gated.closed_early.wait(timeout=5)
+    assert gated.stop_reason in {"closed", "cancelled"}
+    assert gated.tokens_yielded < 6
+
+
+# --- the swap to a real client ------------------------------------------------------
+
+
+class FakeAsyncStream:
+    """Just enough of `openai.AsyncStream` for `OpenAIChatModel`."""
+
+    def __init__(self, pieces: list[str | None]) -> None:
+        self.pieces = pieces
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for piece in self.pieces:
+            delta = SimpleNamespace(content=piece)
+            yield SimpleNamespace(choices=[SimpleNamespace(delta=delta)])
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_openai_chat_model_streams_the_content_of_each_chunk() -> None:
+    stream = FakeAsyncStream([None, "Hello", " world", None])
+    requests: list[dict[str, Any]] = []
+
+    async def create(**request: Any) -> FakeAsyncStream:
+        requests.append(request)
+        return stream
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    model: ChatModel = OpenAIChatModel(client, model="some-model")
+    tokens = asyncio.run(collect(model.stream_chat(PROMPT, max_tokens=5, seed=1)))
+    assert tokens == ["Hello", " world"]
+    assert stream.closed
+    assert requests[0]["model"] == "some-model"
+    assert requests[0]["stream"] is True
+    assert requests[0]["messages"] == PROMPT
+    assert (requests[0]["max_tokens"], requests[0]["seed"]) == (5, 1)

@@ -1,0 +1,115 @@
+"""The catalog (course.toml) and the folders agree: one source of truth, no drift."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from autograder.catalog import Step
+from tests.helpers import ROOT, STEPS, step_ids
+
+
+def graded_test_functions(step: Step) -> list[str]:
+    """The test functions defined at the top level of the step's test files."""
+    names = []
+    for path in sorted(step.exercise_dir.glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names += [
+            node.name
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.name.startswith("test_")
+        ]
+    return names
+
+
+def lesson_headings(step: Step) -> set[str]:
+    notebook = json.loads(step.lesson.read_text(encoding="utf-8"))
+    headings = set()
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("#"):
+                    headings.add(line.lstrip("#").strip())
+    return headings
+
+
+def test_step_ids_and_slugs_are_in_order_and_unique() -> None:
+    ids = [step.id for step in STEPS]
+    assert ids == sorted(set(ids)), ids
+    for step in STEPS:
+        assert step.slug.startswith(f"{step.id}_"), step.slug
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_every_declared_test_exists_and_every_test_is_declared(step: Step) -> None:
+    declared = [test.name for test in step.tests]
+    found = graded_test_functions(step)
+    assert sorted(declared) == sorted(found), (
+        f"course.toml and exercises/{step.slug}/test_*.py disagree: "
+        f"only in course.toml {sorted(set(declared) - set(found))}, "
+        f"only in the test files {sorted(set(found) - set(declared))}"
+    )
+    assert len(declared) == len(set(declared)), "a test is declared twice"
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_every_test_has_points_a_hint_and_a_real_lesson_section(step: Step) -> None:
+    headings = lesson_headings(step)
+    for test in step.tests:
+        assert test.points > 0, test.name
+        assert len(test.hint) > 20, f"{test.name}: the hint is missing or too short"
+        assert test.section in headings, (
+            f"{test.name} points to the lesson section {test.section!r}, "
+            f"which is not a heading of {step.lesson.name}"
+        )
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_every_step_has_its_files(step: Step) -> None:
+    assert step.lesson.is_file(), step.lesson
+    assert step.statement.is_file(), step.statement
+    for module in step.modules:
+        assert (step.exercise_dir / f"{module}.py").is_file()
+        assert (step.solution_dir / f"{module}.py").is_file()
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_exercises_and_solutions_mirror_each_other(step: Step) -> None:
+    """Same module files on both sides; tests and the statement live in exercises/ only."""
+
+    def modules(folder):  # type: ignore[no-untyped-def]
+        return sorted(
+            path.name
+            for path in folder.glob("*.py")
+            if not path.name.startswith("test_") and path.name != "conftest.py"
+        )
+
+    assert modules(step.exercise_dir) == modules(step.solution_dir)
+    assert not list(step.solution_dir.glob("test_*.py")), "tests belong in exercises/ only"
+
+
+def test_no_stray_step_folders() -> None:
+    slugs = {step.slug for step in STEPS}
+    for kind in ("lessons", "exercises", "solutions"):
+        folders = {p.name for p in (ROOT / kind).iterdir() if p.is_dir() and p.name[:2].isdigit()}
+        assert folders == slugs, f"{kind}/ holds {sorted(folders ^ slugs)} unlike course.toml"
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_the_statement_names_the_step_and_its_points(step: Step) -> None:
+    text = step.statement.read_text(encoding="utf-8")
+    assert f"pytest exercises/{step.slug}" in text
+    assert f"({step.max_points} points, {len(step.tests)} tests)" in text, (
+        "the statement's points and test count must match course.toml"
+    )
+    assert f"python -m autograder hint {step.id}" in text
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_stubs_say_what_to_do(step: Step) -> None:
+    for module in step.modules:
+        text = (step.exercise_dir / f"{module}.py").read_text(encoding="utf-8")
+        assert "TODO" in text, f"exercises/{step.slug}/{module}.py has no TODO for the learner"

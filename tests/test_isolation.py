@@ -1,0 +1,126 @@
+"""A broken step costs that step its points, with a plain message, and nothing else.
+
+Each case below is step 01's solution with one way of breaking a Python module. The
+grader must finish, score every test of the step zero (or keep the ones that really
+passed), say why in one sentence, and never show a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from autograder.catalog import load_catalog
+from autograder.engine import Settings, grade_step
+from tests.helpers import ROOT, run_pytest_exercises
+
+STEP = load_catalog().step("01")
+FAST = {"import_timeout": 3.0, "test_timeout": 2.0}  # short limits keep this file quick
+
+BREAKAGES = {
+    # name: (edit of the solution, outcome every failing test must have, words in the message)
+    "syntax error": (
+        lambda text: text.replace("class AnalyzeRequest(BaseModel):", "class AnalyzeRequest("),
+        "import_error",
+        "line",
+    ),
+    "exception at import": (
+        lambda text: "raise RuntimeError('no model file')\n" + text,
+        "import_error",
+        "RuntimeError: no model file",
+    ),
+    "sys.exit at import": (
+        lambda text: "import sys\nsys.exit(3)\n" + text,
+        "import_error",
+        "sys.exit",
+    ),
+    "infinite loop at import": (
+        lambda text: "while True:\n    pass\n" + text,
+        "import_error",
+        "did not finish",
+    ),
+    "missing import": (lambda text: "import numpyy\n" + text, "import_error", "numpyy"),
+    "no app object": (lambda text: text + "\ndel app\n", None, "must define `app`"),
+}
+
+
+def broken_copy(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    folder = tmp_path / STEP.slug
+    shutil.copytree(STEP.solution_dir, folder)
+    module = folder / "app.py"
+    module.write_text(edit(module.read_text(encoding="utf-8")), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("name", list(BREAKAGES))
+def test_a_module_that_cannot_load_scores_zero_with_one_sentence(tmp_path: Path, name: str) -> None:
+    edit, outcome, words = BREAKAGES[name]
+    folder = broken_copy(tmp_path, edit)
+    records = grade_step(STEP, Settings(source=lambda step: folder, **FAST))
+    assert len(records) == len(STEP.tests)
+    assert all(record.score == 0 for record in records), [r.test for r in records if r.score]
+    for record in records:
+        if outcome:
+            assert record.outcome == outcome, (record.test, record.outcome, record.message)
+        assert words in record.message, record.message
+        assert "Traceback" not in record.message
+
+
+def test_a_handler_that_loops_forever_costs_only_its_tests(tmp_path: Path) -> None:
+    folder = broken_copy(
+        tmp_path,
+        lambda text: text.replace("    words = [", "    while True:\n        pass\n    words = ["),
+    )
+    records = {r.test: r for r in grade_step(STEP, Settings(source=lambda step: folder, **FAST))}
+    assert records["test_health_returns_ok"].passed, records["test_health_returns_ok"].message
+    timed_out = [r for r in records.values() if r.outcome == "timeout"]
+    assert 1 <= len(timed_out) <= 3
+    assert all("did not finish within 2 s" in r.message for r in timed_out)
+    assert all(r.score == 0 for r in records.values() if r.test != "test_health_returns_ok")
+
+
+def test_a_handler_that_exits_the_process_costs_only_its_test(tmp_path: Path) -> None:
+    folder = broken_copy(
+        tmp_path, lambda text: text.replace('return {"status": "ok"}', "import os\n    os._exit(1)")
+    )
+    records = {r.test: r for r in grade_step(STEP, Settings(source=lambda step: folder, **FAST))}
+    assert records["test_health_returns_ok"].outcome == "crashed"
+    assert "os._exit()" in records["test_health_returns_ok"].message
+    others = [r for name, r in records.items() if name != "test_health_returns_ok"]
+    assert all(r.passed for r in others), [r.test for r in others if not r.passed]
+
+
+def test_a_cpu_bound_loop_in_a_handler_is_stopped(tmp_path: Path) -> None:
+    folder = broken_copy(
+        tmp_path,
+        lambda text: text.replace(
+            'return {"status": "ok"}', "total = 0\n    while True:\n        total += 1"
+        ),
+    )
+    records = {r.test: r for r in grade_step(STEP, Settings(source=lambda step: folder, **FAST))}
+    assert records["test_health_returns_ok"].outcome == "timeout"
+    assert records["test_analyze_counts_characters_and_words"].passed
+
+
+def test_pytest_exercises_survives_a_hanging_import(tmp_path: Path) -> None:
+    """The issue's own scenario, through the learner's command, in a copy of the course."""
+    copy = tmp_path / "course"
+    for name in ("autograder", "exercises", "solutions"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("course.toml", "pyproject.toml"):
+        shutil.copy(ROOT / name, copy / name)
+    stub = copy / "exercises" / STEP.slug / "app.py"
+    stub.write_text("while True:\n    pass\n" + stub.read_text(encoding="utf-8"), encoding="utf-8")
+    started = time.monotonic()
+    run = run_pytest_exercises(tmp_path, cwd=copy)
+    elapsed = time.monotonic() - started
+    total = sum(step.max_points for step in load_catalog().steps)
+    assert elapsed < 60, f"took {elapsed:.0f} s"
+    assert run.stdout.rstrip().splitlines()[-1] == f"Score: 0/{total}", run.stdout
+    assert "did not finish within" in run.stdout
+    assert run.results["score"] == 0 and run.results["max_score"] == total
+    json.dumps(run.results)  # a valid results.json was written even so

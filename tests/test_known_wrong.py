@@ -1,0 +1,102 @@
+"""Every known-wrong implementation fails at least one graded test of its step.
+
+Each mistake is an edit of the solution (tests/known_wrong/NN_slug.toml), applied to
+a copy; the graded tests must catch it. A mistake no test catches means a graded test
+does not discriminate, which is a bug in the course.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from autograder.catalog import Step
+from autograder.engine import Settings, grade_step
+from autograder.records import Record
+from tests.helpers import ROOT, STEPS
+
+KNOWN_WRONG = ROOT / "tests" / "known_wrong"
+MINIMUM_PER_STEP = 3
+
+
+@dataclass(frozen=True)
+class Mistake:
+    step: Step
+    name: str
+    file: str
+    replace: str
+    with_: str
+    caught_by: tuple[str, ...]
+
+    def apply(self, root: Path) -> Path:
+        """A copy of the step's solution under `root`, with this mistake made."""
+        folder = root / self.step.slug
+        shutil.copytree(self.step.solution_dir, folder)
+        target = folder / self.file
+        text = target.read_text(encoding="utf-8")
+        assert text.count(self.replace) == 1, (
+            f"{self.name!r}: the text to replace must occur exactly once in "
+            f"solutions/{self.step.slug}/{self.file} (the solution changed?)"
+        )
+        target.write_text(text.replace(self.replace, self.with_), encoding="utf-8")
+        return folder
+
+
+def load_mistakes() -> list[Mistake]:
+    mistakes = []
+    for step in STEPS:
+        path = KNOWN_WRONG / f"{step.slug}.toml"
+        if not path.exists():
+            continue
+        for raw in tomllib.loads(path.read_text(encoding="utf-8"))["mistakes"]:
+            mistakes.append(
+                Mistake(
+                    step=step,
+                    name=raw["name"],
+                    file=raw["file"],
+                    replace=raw["replace"],
+                    with_=raw["with"],
+                    caught_by=tuple(raw.get("caught_by", [])),
+                )
+            )
+    return mistakes
+
+
+MISTAKES = load_mistakes()
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[Mistake, list[Record]]:
+    """Grade every mistake once, several at a time (each grading is a child process)."""
+
+    def grade_one(mistake: Mistake) -> list[Record]:
+        folder = mistake.apply(tmp_path_factory.mktemp(mistake.step.id))
+        return grade_step(mistake.step, Settings(source=lambda step: folder))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(MISTAKES, pool.map(grade_one, MISTAKES), strict=True))
+
+
+@pytest.mark.parametrize("step", STEPS, ids=[step.slug for step in STEPS])
+def test_each_step_has_enough_known_wrong_implementations(step: Step) -> None:
+    count = sum(mistake.step == step for mistake in MISTAKES)
+    assert count >= MINIMUM_PER_STEP, f"step {step.id} has {count} known-wrong implementations"
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=[f"{m.step.id}-{m.name}" for m in MISTAKES])
+def test_the_graded_tests_catch_the_mistake(
+    graded: dict[Mistake, list[Record]], mistake: Mistake
+) -> None:
+    records = graded[mistake]
+    failed = {record.test for record in records if not record.passed}
+    assert failed, f"no graded test of step {mistake.step.id} catches: {mistake.name}"
+    missed = set(mistake.caught_by) - failed
+    assert not missed, f"{mistake.name}: expected these tests to fail too: {sorted(missed)}"
+    # A caught mistake must be caught by an expectation, not by a crash of the grader.
+    broken = [r.test for r in records if r.outcome in {"import_error", "crashed", "not_run"}]
+    assert not broken, f"{mistake.name}: the copy did not even run: {broken}"

@@ -1,0 +1,35 @@
+"""Every lesson runs top to bottom, offline, with no error; git holds no outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autograder.catalog import Step
+from tests.helpers import STEPS, step_ids
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_the_lesson_is_stored_without_outputs(step: Step) -> None:
+    notebook = json.loads(step.lesson.read_text(encoding="utf-8"))
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [], f"cell {index} has outputs: strip them before committing"
+            assert cell["execution_count"] is None, f"cell {index} has an execution count"
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_the_lesson_executes_without_error(step: Step) -> None:
+    from coursekit.notebooks import execute_notebook
+
+    executed = execute_notebook(step.lesson)
+    notebook = json.loads(executed.read_text(encoding="utf-8"))
+    errors = [
+        output
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
+    assert not errors, errors

@@ -1,0 +1,58 @@
+"""The two commands stay honest: pinned, consistent, and what CI runs."""
+
+from __future__ import annotations
+
+import re
+
+from tests.helpers import ROOT
+
+
+def pins(name: str) -> dict[str, str]:
+    """package (with its environment marker) -> pinned version, from a lock file."""
+    found = {}
+    for line in (ROOT / "requirements" / name).read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)\s*(;.*)?$", line.strip())
+        if match:
+            found[f"{match[1].lower()}{match[3] or ''}"] = match[2]
+    return found
+
+
+def test_every_requirement_is_pinned() -> None:
+    for name in ("grade.txt", "dev.txt"):
+        for line in (ROOT / "requirements" / name).read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                assert "==" in line, f"{name}: unpinned requirement {line!r}"
+
+
+def test_grading_pins_equal_the_development_pins() -> None:
+    grade, dev = pins("grade.txt"), pins("dev.txt")
+    assert grade, "no pins found in grade.txt"
+    different = {
+        name: (version, dev.get(name))
+        for name, version in grade.items()
+        if dev.get(name) != version
+    }
+    assert not different, f"grade.txt and dev.txt disagree (re-lock both): {different}"
+
+
+def test_grading_installs_no_jupyter_and_no_mkdocs() -> None:
+    grade = pins("grade.txt")
+    heavy = [
+        name for name in grade if name.startswith(("jupyter", "notebook", "mkdocs", "nbclient"))
+    ]
+    assert not heavy, heavy
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "make test" in readme and "make grade" in readme
+    assert re.search(r"^make test\b", ci, re.MULTILINE), ".ci/run must call `make test`"
+
+
+def test_the_makefile_targets_go_through_course_py() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for target in ("grade", "test", "lab", "serve", "docs"):
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
+        assert f"course.py {target}" in makefile, target
