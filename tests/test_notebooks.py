@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +37,14 @@ def test_the_lesson_executes_without_error(step: Step) -> None:
         if output.get("output_type") == "error"
     ]
     assert not errors, errors
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_the_lesson_is_as_the_pre_commit_hook_leaves_it(step: Step, tmp_path: Path) -> None:
+    """nbstripout (the pre-commit hook) would change nothing: no outputs, no stray metadata."""
+    copy = tmp_path / step.lesson.name
+    shutil.copy(step.lesson, copy)
+    subprocess.run([sys.executable, "-m", "nbstripout", "--keep-id", str(copy)], check=True)
+    assert copy.read_bytes() == step.lesson.read_bytes(), (
+        f"run `python -m nbstripout --keep-id {step.lesson.relative_to(step.lesson.parents[2])}`"
+    )

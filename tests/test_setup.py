@@ -7,13 +7,13 @@ import re
 from tests.helpers import ROOT
 
 
-def pins(name: str) -> dict[str, str]:
-    """package (with its environment marker) -> pinned version, from a lock file."""
-    found = {}
+def pins(name: str) -> dict[str, set[str]]:
+    """package -> its pinned versions (several where they differ by Python version)."""
+    found: dict[str, set[str]] = {}
     for line in (ROOT / "requirements" / name).read_text(encoding="utf-8").splitlines():
-        match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)\s*(;.*)?$", line.strip())
+        match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)", line.strip())
         if match:
-            found[f"{match[1].lower()}{match[3] or ''}"] = match[2]
+            found.setdefault(match[1].lower(), set()).add(match[2])
     return found
 
 
