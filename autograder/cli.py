@@ -26,6 +26,10 @@ def run_grading(
     """Grade `steps`, print each step's summary and the table; 0 if every test passed."""
     select = select or {}
     matches = _keyword_matcher(keyword)
+    # A learner's error text may hold any character; a Windows console redirected to a
+    # file encodes in cp1252, so print what it cannot encode as "?" instead of crashing.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
 
     def chosen(step: Step, test: str) -> bool:
         return (step.id not in select or test in select[step.id]) and matches(test)
