@@ -32,7 +32,8 @@ class Step:
     id: str
     slug: str
     title: str
-    modules: tuple[str, ...]  # the files the learner completes, without ".py"
+    modules: tuple[str, ...]  # the step's modules, without ".py", imported before the tests
+    given: tuple[str, ...]  # modules shipped complete: the learner reads them, edits the others
     app: str  # "module:attribute" of the FastAPI app the tests exercise
     timeout: float  # seconds one test may take before it counts as hanging
     models_given: bool  # True once the step's stub ships the Pydantic models ready-made
@@ -106,6 +107,7 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
                 slug=raw["slug"],
                 title=raw["title"],
                 modules=tuple(raw.get("modules", ["app"])),
+                given=tuple(raw.get("given", [])),
                 app=raw.get("app", "app:app"),
                 timeout=float(raw.get("timeout", course["test_timeout"])),
                 models_given=bool(raw.get("models_given", False)),

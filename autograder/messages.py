@@ -40,6 +40,10 @@ def _learner_frame(tb: TracebackType | None, source: Path) -> traceback.FrameSum
 
 def explain_test_failure(exc: BaseException, source: Path) -> tuple[Outcome, str]:
     """Why a test failed: its outcome and a sentence that says where to look."""
+    # Streaming responses run the learner's generator in a task group, which wraps its
+    # error; the one exception inside is what the learner needs to see.
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
     if isinstance(exc, AssertionError):
         text = str(exc)
         # pytest appends its own rendering of a plain `assert` after our message.

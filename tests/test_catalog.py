@@ -111,5 +111,22 @@ def test_the_statement_names_the_step_and_its_points(step: Step) -> None:
 @pytest.mark.parametrize("step", STEPS, ids=step_ids())
 def test_stubs_say_what_to_do(step: Step) -> None:
     for module in step.modules:
+        if module in step.given:
+            continue
         text = (step.exercise_dir / f"{module}.py").read_text(encoding="utf-8")
         assert "TODO" in text, f"exercises/{step.slug}/{module}.py has no TODO for the learner"
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_given_modules_are_the_same_on_both_sides(step: Step) -> None:
+    assert set(step.given) <= set(step.modules), "`given` lists a module not in `modules`"
+    for module in step.given:
+        stub = (step.exercise_dir / f"{module}.py").read_bytes()
+        solution = (step.solution_dir / f"{module}.py").read_bytes()
+        assert stub == solution, f"{module}.py is given, so it must be identical in both folders"
+
+
+def test_the_readme_lists_every_step() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for step in STEPS:
+        assert f"| {step.id} | {step.title} |" in readme, f"README.md: no row for step {step.id}"

@@ -71,15 +71,22 @@ MISTAKES = load_mistakes()
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[Mistake, list[Record]]:
-    """Grade every mistake once, several at a time (each grading is a child process)."""
+def graded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[Mistake, list[Record]]:
+    """Grade each selected mistake once, several at a time (each grading is a child process)."""
+    selected = [
+        item.callspec.params["mistake"]
+        for item in request.session.items
+        if hasattr(item, "callspec") and "mistake" in item.callspec.params
+    ]
 
     def grade_one(mistake: Mistake) -> list[Record]:
         folder = mistake.apply(tmp_path_factory.mktemp(mistake.step.id))
         return grade_step(mistake.step, Settings(source=lambda step: folder))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(MISTAKES, pool.map(grade_one, MISTAKES), strict=True))
+        return dict(zip(selected, pool.map(grade_one, selected), strict=True))
 
 
 @pytest.mark.parametrize("step", STEPS, ids=[step.slug for step in STEPS])

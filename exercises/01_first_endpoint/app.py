@@ -9,7 +9,12 @@ from collections import Counter
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-app = FastAPI(title="Text analysis", version="1.0.0")
+from coursekit.docs import add_offline_docs
+
+# docs_url=None, redoc_url=None, then add_offline_docs: /docs and /redoc served from this
+# machine instead of a CDN, so they work offline (see the lesson).
+app = FastAPI(title="Text analysis", version="1.0.0", docs_url=None, redoc_url=None)
+add_offline_docs(app)
 
 
 class AnalyzeRequest(BaseModel):

@@ -1,0 +1,97 @@
+"""Interactive API docs (`/docs` and `/redoc`) that work without internet access.
+
+FastAPI's built-in docs pages load Swagger UI and ReDoc from a CDN, so on a machine
+offline they stay blank. `add_offline_docs` follows FastAPI's recipe for self-hosting
+those assets: the app serves the JavaScript and CSS itself, from the copies that the
+`fastapi-offline` package installs. Every app in the course is created the same way:
+
+    app = FastAPI(title="...", docs_url=None, redoc_url=None, lifespan=lifespan)
+    add_offline_docs(app)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+# Only the asset files of fastapi-offline are used, not its `FastAPIOffline` factory:
+# the app learners read stays a plain `FastAPI(...)`.
+ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
+REDOC_IMAGES_POLICY = "img-src 'self' data: blob:"
+
+
+def add_offline_docs(
+    app: FastAPI,
+    *,
+    docs_url: str | None = "/docs",
+    redoc_url: str | None = "/redoc",
+    assets_url: str = "/docs-assets",
+) -> None:
+    """Serve Swagger UI at `docs_url` and ReDoc at `redoc_url`, with no CDN involved.
+
+    The app must be created with `docs_url=None, redoc_url=None`: otherwise FastAPI has
+    already registered its CDN-backed pages on those paths, and they would win. The
+    pages are left out of the OpenAPI schema, like FastAPI's own.
+    """
+    if app.docs_url is not None or app.redoc_url is not None:
+        raise ValueError(
+            "This app already serves FastAPI's CDN-based docs "
+            f"(docs_url={app.docs_url!r}, redoc_url={app.redoc_url!r}). Create it with "
+            "FastAPI(..., docs_url=None, redoc_url=None) before calling add_offline_docs(app)."
+        )
+    openapi_url = app.openapi_url
+    if openapi_url is None:
+        raise ValueError("This app has no OpenAPI schema (openapi_url=None): nothing to document.")
+
+    app.mount(assets_url, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
+    oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url
+
+    if docs_url is not None:
+
+        @app.get(docs_url, include_in_schema=False)
+        async def swagger_ui_html(request: Request) -> HTMLResponse:
+            # Behind a proxy that strips a path prefix, every URL the page loads needs it.
+            root = request.scope.get("root_path", "").rstrip("/")
+            return get_swagger_ui_html(
+                openapi_url=root + openapi_url,
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}{assets_url}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{assets_url}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{assets_url}/favicon.png",
+                oauth2_redirect_url=root + oauth2_redirect_url if oauth2_redirect_url else None,
+                init_oauth=app.swagger_ui_init_oauth,
+                swagger_ui_parameters=app.swagger_ui_parameters,
+            )
+
+        if oauth2_redirect_url:
+
+            @app.get(oauth2_redirect_url, include_in_schema=False)
+            async def swagger_ui_redirect() -> HTMLResponse:
+                return get_swagger_ui_oauth2_redirect_html()
+
+    if redoc_url is not None:
+
+        @app.get(redoc_url, include_in_schema=False)
+        async def redoc_html(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "").rstrip("/")
+            page = get_redoc_html(
+                openapi_url=root + openapi_url,
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{assets_url}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{assets_url}/favicon.png",
+                with_google_fonts=False,
+            )
+            # ReDoc's bundle always shows a "by Redocly" logo fetched from its CDN (and
+            # hides it when that fails). Images from the app itself only: the browser
+            # never sends that request.
+            page.headers["Content-Security-Policy"] = REDOC_IMAGES_POLICY
+            return page

@@ -1,0 +1,203 @@
+"""Step 03: the ticket and wine prediction API, served by the trained models.
+
+Read README.md in this folder first: it states what each route must do.
+Grade your work with `pytest exercises/03_serving_model`.
+
+GIVEN, ready-made: schemas.py (step 02's schemas, unchanged), the schemas of the new
+routes below, the app itself and its 422 handler. YOURS: every `TODO:`.
+"""
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from schemas import (
+    MAX_BATCH_SIZE,
+    TicketPrediction,
+    TicketRequest,
+    WineBatch,
+    WineBatchPrediction,
+    WineFeatures,
+    WinePrediction,
+)
+
+from coursekit.datasets import WINE_FEATURES
+from coursekit.docs import add_offline_docs
+from coursekit.models import LoadedModel, load_model
+
+# --- The schemas of the routes this step adds -------------------------------------------
+
+ModelName = Literal["tickets", "wine"]
+MODEL_NAMES: tuple[ModelName, ...] = ("tickets", "wine")
+
+
+class TicketBatch(BaseModel):
+    """Several tickets to route in one request."""
+
+    instances: list[TicketRequest] = Field(min_length=1, max_length=MAX_BATCH_SIZE)
+
+
+class TicketBatchPrediction(BaseModel):
+    """One prediction per ticket, in the order of the request's instances."""
+
+    predictions: list[TicketPrediction]
+
+
+class Metrics(BaseModel):
+    """How the model scored on the held-out part of its data."""
+
+    accuracy: float
+    macro_f1: float
+    n_train: int
+    n_test: int
+
+
+class ModelInfo(BaseModel):
+    """What a client may know about a served model: never where its file lives."""
+
+    name: ModelName
+    version: str
+    task: str
+    classes: list[str]
+    metrics: Metrics
+    trained_at: datetime
+    library_versions: dict[str, str]
+
+
+class Health(BaseModel):
+    """Whether the process answers, and which models it has loaded."""
+
+    status: Literal["ok"]
+    models: dict[ModelName, bool]
+
+
+# --- Loading the models once, for the life of the app ------------------------------------
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # TODO: load each model named in MODEL_NAMES once, with load_model(name), and store
+    # them in `app.state.models`, a dict {name: LoadedModel} (get_model below reads it).
+    # Then `yield`: the app serves requests while this function waits there. After the
+    # yield (shut-down), set app.state.models back to {}. Load nowhere else: not at the
+    # top of this file, not in a route.
+    yield
+
+
+app = FastAPI(
+    title="Ticket and wine predictions",
+    version="0.3.0",
+    docs_url=None,
+    redoc_url=None,
+    lifespan=lifespan,
+)
+add_offline_docs(app)
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with every NaN and infinity replaced by its name ("nan", "inf", "-inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+@app.exception_handler(RequestValidationError)
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # Kept from step 02: FastAPI's own handler echoes each refused `input`, and JSON cannot
+    # carry NaN or infinity, so a request holding one would get a 500 instead of its 422.
+    return JSONResponse(
+        status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))}
+    )
+
+
+def get_model(request: Request, name: ModelName) -> LoadedModel:
+    """The model `name`, as the lifespan loaded it."""
+    return request.app.state.models[name]
+
+
+# --- Turning model output into answers ----------------------------------------------------
+
+
+def predict_many(model: LoadedModel, inputs: Sequence[Any]) -> list[tuple[str, float]]:
+    """One (label, confidence) per input, in order, from a single call to the model."""
+    # TODO: call model.pipeline.predict_proba(inputs) once for all inputs. It returns one
+    # row of probabilities per input; column i is the probability of model.classes[i].
+    # For each row, the label is the class of the largest probability (row.argmax()) and
+    # the confidence is that probability (row.max()), as a plain float.
+    raise NotImplementedError
+
+
+def wine_row(wine: WineFeatures) -> list[float]:
+    """The 13 features as the model expects them: a row in WINE_FEATURES order."""
+    # TODO: return the 13 values of `wine` as a list of floats, in the order of
+    # WINE_FEATURES (the model's columns): getattr(wine, name) reads a field by its name.
+    raise NotImplementedError
+
+
+def model_info(model: LoadedModel) -> ModelInfo:
+    """The public part of a model's metadata: validation drops what ModelInfo does not declare."""
+    # TODO: build a ModelInfo from the dict model.metadata (ModelInfo.model_validate).
+    raise NotImplementedError
+
+
+# --- Routes -------------------------------------------------------------------------------
+
+
+@app.get("/health")
+def health(request: Request) -> Health:
+    # TODO: answer status "ok" and, for each name in MODEL_NAMES, whether that model is
+    # loaded. Before start-up app.state has no `models` at all: read it with
+    # getattr(request.app.state, "models", {}) so /health still answers.
+    raise NotImplementedError
+
+
+# Keep the routes plain `def`: inference is CPU-bound, and FastAPI runs a `def` route in
+# its threadpool, so the event loop stays free to accept other requests meanwhile.
+@app.post("/tickets/predict")
+def predict_ticket(ticket: TicketRequest, request: Request) -> TicketPrediction:
+    # TODO: predict_many with the "tickets" model (get_model) and a list of one text;
+    # return its one (label, confidence) as a TicketPrediction.
+    raise NotImplementedError
+
+
+@app.post("/tickets/predict/batch")
+def predict_ticket_batch(batch: TicketBatch, request: Request) -> TicketBatchPrediction:
+    # TODO: one predict_many call for the texts of all instances, then one
+    # TicketPrediction per result, in the order of the instances.
+    raise NotImplementedError
+
+
+@app.post("/wine/predict")
+def predict_wine(wine: WineFeatures, request: Request) -> WinePrediction:
+    # TODO: predict_many with the "wine" model and a list of one row (wine_row(wine)).
+    raise NotImplementedError
+
+
+@app.post("/wine/predict/batch")
+def predict_wine_batch(batch: WineBatch, request: Request) -> WineBatchPrediction:
+    # TODO: one predict_many call for the rows of all instances; keep their order.
+    raise NotImplementedError
+
+
+@app.get("/models")
+def list_models(request: Request) -> list[ModelInfo]:
+    # TODO: one ModelInfo (model_info) per name in MODEL_NAMES.
+    raise NotImplementedError
+
+
+@app.get("/models/{name}")
+def get_model_info(name: ModelName, request: Request) -> ModelInfo:
+    # TODO: the ModelInfo of the model `name`. The type ModelName (a Literal) already
+    # makes FastAPI answer 422 to any other name.
+    raise NotImplementedError

@@ -1,0 +1,275 @@
+"""Graded tests for step 08. Read them: they are the exact contract of the exercise.
+
+Run them with `pytest exercises/08_streaming_sse`. Points and hints live in course.toml.
+`client` is a `TestClient` on the `app` in your app.py (it reads a whole stream at
+once); `live_server` runs your app under a real uvicorn server, so the tests that need
+to see events arrive one by one use it with httpx and httpx-sse. Those tests swap your
+model for `coursekit.llm.GatedLM`, which holds every token after the first until the
+test lets it through.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from autograder.expect import expect_equal, expect_status, expect_validation_error, shown
+from coursekit.llm import GatedLM, get_model
+
+QUESTION = "How does a model stream tokens to a client?"
+GATE_TIMEOUT = 2.0  # seconds a held token waits for the test before the stream gives up
+READ_TIMEOUT = 3.0  # seconds the test waits for the server's next bytes
+
+
+def chat(content: str = QUESTION, max_tokens: int = 6, seed: int = 0) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "seed": seed,
+    }
+
+
+def expected_tokens(content: str = QUESTION, max_tokens: int = 6, seed: int = 0) -> list[str]:
+    messages = [{"role": "user", "content": content}]
+    return get_model().generate(messages, max_tokens=max_tokens, seed=seed)
+
+
+def parse_sse(text: str) -> list[dict[str, str]]:
+    """The events of an SSE body, read as a browser does (comments skipped)."""
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if line == "":
+            if fields:
+                events.append(fields)
+            fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data" and "data" in fields:
+            fields["data"] += "\n" + value
+        else:
+            fields[name] = value
+    if fields:
+        events.append(fields)
+    return events
+
+
+def stream(client: Any, body: dict[str, Any]) -> list[dict[str, str]]:
+    """POST /chat/stream with `body`; check the answer is an event stream; its events."""
+    response = client.post("/chat/stream", json=body)
+    expect_status(response, 200)
+    return parse_sse(response.text)
+
+
+def token_of(event: dict[str, str], what: str) -> str:
+    """The text of a token event: `data` must be the JSON object {"token": "..."}."""
+    if event.get("event") != "token":
+        raise AssertionError(f'{what}: expected "event: token", got the event {shown(event)}.')
+    try:
+        data = json.loads(event.get("data", ""))
+    except json.JSONDecodeError:
+        raise AssertionError(
+            f'{what}: the data line must be JSON like {{"token": "..."}}, got '
+            f"{shown(event.get('data'))}."
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("token"), str):
+        raise AssertionError(
+            f'{what}: the data must be a JSON object {{"token": "<text>"}}, got {shown(data)}.'
+        )
+    return data["token"]
+
+
+def tokens_then_done(events: list[dict[str, str]], what: str) -> list[str]:
+    """Check the events are token events then one done event; return the tokens."""
+    if not events:
+        raise AssertionError(f"{what}: the stream held no events at all.")
+    *tokens, last = events
+    expect_equal(
+        (last.get("event"), last.get("data")),
+        ("done", "[DONE]"),
+        f"{what}: the last event's (event, data)",
+    )
+    return [token_of(event, f"{what}, event {i}") for i, event in enumerate(tokens)]
+
+
+def use_model(app: Any, model: Any) -> None:
+    """Make every request of `app` get `model` from the get_chat_model dependency."""
+    module = sys.modules["app"]
+    dependency = getattr(module, "get_chat_model", None)
+    if dependency is None:
+        raise AssertionError("app.py must define get_chat_model (the model dependency).")
+    app.dependency_overrides[dependency] = lambda: model
+
+
+def test_the_stream_is_served_as_text_event_stream(client):
+    response = client.post("/chat/stream", json=chat())
+    expect_status(response, 200)
+    content_type = response.headers.get("content-type", "")
+    expect_equal(
+        content_type.split(";")[0].strip(),
+        "text/event-stream",
+        "the content type of POST /chat/stream",
+    )
+    if not parse_sse(response.text):
+        raise AssertionError(
+            f"POST /chat/stream answered no SSE events. Body: {shown(response.text)}"
+        )
+
+
+def test_each_token_is_a_token_event_with_json_data(client):
+    events = stream(client, chat(max_tokens=4))
+    if len(events) < 4:
+        raise AssertionError(f"expected at least 4 token events, got {shown(events)}.")
+    for i, event in enumerate(events[:4]):
+        token_of(event, f"event {i} of POST /chat/stream")
+
+
+def test_the_tokens_are_the_models_answer_for_the_seed(client):
+    for seed in (0, 7):
+        events = stream(client, chat(max_tokens=8, seed=seed))
+        tokens = [
+            token_of(e, f"event {i} (seed {seed})")
+            for i, e in enumerate(events)
+            if e.get("event") == "token"
+        ]
+        expect_equal(
+            tokens,
+            expected_tokens(max_tokens=8, seed=seed),
+            f"the tokens for seed {seed}, max_tokens 8",
+        )
+    events = stream(client, chat(max_tokens=3, seed=7))
+    tokens = [token_of(e, f"event {i}") for i, e in enumerate(events) if e.get("event") == "token"]
+    expect_equal(
+        tokens, expected_tokens(max_tokens=3, seed=7), "the tokens for seed 7, max_tokens 3"
+    )
+
+
+def test_the_stream_ends_with_one_done_event(client):
+    events = stream(client, chat(max_tokens=5))
+    tokens = tokens_then_done(events, "POST /chat/stream")
+    expect_equal(len(tokens), 5, "the number of token events before the done event (max_tokens 5)")
+
+
+def test_token_events_are_numbered_from_zero(client):
+    events = stream(client, chat(max_tokens=5))
+    ids = [event.get("id") for event in events if event.get("event") == "token"]
+    expect_equal(ids, ["0", "1", "2", "3", "4"], "the id of each token event")
+
+
+def test_the_first_token_arrives_before_the_second_is_generated(app, live_server):
+    gated = GatedLM(timeout=GATE_TIMEOUT)
+    use_model(app, gated)
+    expected = gated.generate(chat()["messages"], max_tokens=6, seed=0)
+    with (
+        httpx.Client(base_url=live_server, timeout=READ_TIMEOUT) as http,
+        connect_sse(http, "POST", "/chat/stream", json=chat()) as source,
+    ):
+        expect_status(source.response, 200)
+        events = source.iter_sse()
+        try:
+            first = next(events)
+        except (httpx.HTTPError, StopIteration) as exc:
+            raise AssertionError(
+                "The first token never reached the client while the model held the second "
+                f"one ({type(exc).__name__}). Send each token as soon as the model yields it; "
+                "do not collect the answer first."
+            ) from None
+        received = {"event": first.event, "data": first.data}
+        expect_equal(token_of(received, "the first event"), expected[0], "the first token")
+        expect_equal(
+            gated.tokens_yielded, 1, "tokens the model had generated when the first arrived"
+        )
+        gated.allow(1)
+        second = next(events)
+        received = {"event": second.event, "data": second.data}
+        expect_equal(token_of(received, "the second event"), expected[1], "the second token")
+        gated.release()
+        rest = [{"event": e.event, "data": e.data} for e in events]
+    expect_equal(len(rest), 5, "events after the second token (4 tokens and the done event)")
+    tokens_then_done(rest, "the rest of the stream")
+
+
+def test_generation_stops_when_the_client_disconnects(app, live_server):
+    gated = GatedLM(timeout=GATE_TIMEOUT)
+    use_model(app, gated)
+    with (
+        httpx.Client(base_url=live_server, timeout=READ_TIMEOUT) as http,
+        connect_sse(http, "POST", "/chat/stream", json=chat(max_tokens=50)) as source,
+    ):
+        expect_status(source.response, 200)
+        first = next(source.iter_sse())
+        token_of({"event": first.event, "data": first.data}, "the first event")
+    # Leaving the block closes the connection: the client has gone away.
+    if not gated.closed_early.wait(GATE_TIMEOUT / 2):
+        raise AssertionError(
+            "The client disconnected after the first token, but the model's stream was not "
+            f"closed (it ended as {gated.stop_reason!r}). Iterate the model inside the "
+            "generator FastAPI streams, so that closing the response closes the model's stream."
+        )
+
+
+def test_the_get_variant_streams_the_same_answer(client):
+    response = client.get("/chat/stream", params={"prompt": QUESTION, "max_tokens": 5, "seed": 3})
+    expect_status(response, 200)
+    content_type = response.headers.get("content-type", "")
+    expect_equal(
+        content_type.split(";")[0].strip(),
+        "text/event-stream",
+        "the content type of GET /chat/stream",
+    )
+    tokens = tokens_then_done(parse_sse(response.text), "GET /chat/stream")
+    expect_equal(
+        tokens,
+        expected_tokens(max_tokens=5, seed=3),
+        "the tokens of GET /chat/stream?seed=3&max_tokens=5",
+    )
+
+
+def test_empty_messages_are_a_422(client):
+    tokens_then_done(stream(client, chat(max_tokens=2)), "a valid request first")
+    expect_validation_error(
+        client.post("/chat/stream", json={**chat(), "messages": []}), loc=["body", "messages"]
+    )
+    body = chat()
+    del body["messages"]
+    expect_validation_error(
+        client.post("/chat/stream", json=body), loc=["body", "messages"], error_type="missing"
+    )
+    expect_validation_error(
+        client.post(
+            "/chat/stream", json={**chat(), "messages": [{"role": "wizard", "content": "hi"}]}
+        ),
+        loc=["body", "messages", 0, "role"],
+    )
+
+
+def test_max_tokens_out_of_range_is_a_422(client):
+    tokens_then_done(stream(client, chat(max_tokens=256)), "a valid request with max_tokens 256")
+    for bad in (0, -1, 257):
+        expect_validation_error(
+            client.post("/chat/stream", json=chat(max_tokens=bad)), loc=["body", "max_tokens"]
+        )
+    expect_validation_error(
+        client.get("/chat/stream", params={"prompt": QUESTION, "max_tokens": 0}),
+        loc=["query", "max_tokens"],
+    )
+    expect_validation_error(
+        client.get("/chat/stream"), loc=["query", "prompt"], error_type="missing"
+    )
+
+
+def test_the_chat_page_is_served_and_opens_the_stream(client):
+    response = client.get("/")
+    expect_status(response, 200)
+    content_type = response.headers.get("content-type", "")
+    expect_equal(content_type.split(";")[0].strip(), "text/html", "the content type of GET /")
+    for needed in ("EventSource", "/chat/stream"):
+        if needed not in response.text:
+            raise AssertionError(f"GET / answered a page without {needed!r}: serve chat.html.")
