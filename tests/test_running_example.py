@@ -18,6 +18,10 @@ SHARED_FILES: dict[str, list[str]] = {
     "solutions/02_validation/schemas.py": [
         "exercises/03_serving_model/schemas.py",
         "solutions/03_serving_model/schemas.py",
+        "exercises/04_errors/schemas.py",
+        "solutions/04_errors/schemas.py",
+        "exercises/05_dependency_injection/schemas.py",
+        "solutions/05_dependency_injection/schemas.py",
     ],
 }
 

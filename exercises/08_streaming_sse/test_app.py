@@ -250,7 +250,8 @@ def test_empty_messages_are_a_422(client):
     )
 
 
-def test_max_tokens_out_of_range_is_a_422(client):
+def test_max_tokens_out_of_range_is_a_422(app, client):
+    use_model(app, get_model())  # no delay per token: 256 tokens at once
     tokens_then_done(stream(client, chat(max_tokens=256)), "a valid request with max_tokens 256")
     for bad in (0, -1, 257):
         expect_validation_error(

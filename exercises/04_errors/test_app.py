@@ -1,0 +1,294 @@
+"""Graded tests for step 04. Read them: they are the exact contract of the exercise.
+
+Run them with `pytest exercises/04_errors`. Points and hints live in course.toml; the
+fixtures come from the grader: `app` is the app in your app.py, freshly imported for
+each test, and `client` is a `TestClient` on it, inside its lifespan (so your start-up
+code has run). `exercise("app")` imports your app.py afresh.
+
+Every test of a 4xx first shows that a valid request succeeds, then checks the status
+AND the error body: {"error": {"code": ..., "message": ..., "details": [...]}}.
+"""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2 as httpx
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autograder.expect import describe, expect_equal, expect_json, expect_status, shown
+from coursekit.datasets import WINE_FEATURES, load_wine
+from coursekit.models import LoadedModel, load_model
+
+# Loaded once, when this file is collected, so no test pays for it; the first test still
+# pays for importing your app.py (and skops).
+REFERENCE: dict[str, LoadedModel] = {name: load_model(name) for name in ("tickets", "wine")}
+
+BODY_LIMIT = 1_048_576  # bytes: MAX_BODY_SIZE in the statement
+MAX_BATCH = 100
+TICKET = {"text": "I was charged twice for my subscription this month"}
+JSON_HEADERS = {"content-type": "application/json"}
+ERROR_FIELDS = ["code", "message", "details"]
+DETAIL_FIELDS = ["loc", "message", "type"]
+PREDICTION_ROUTES = [
+    "/tickets/predict",
+    "/tickets/predict/batch",
+    "/wine/predict",
+    "/wine/predict/batch",
+]
+
+
+def a_wine() -> dict[str, float]:
+    row = load_wine().features[0]
+    return {name: float(value) for name, value in zip(WINE_FEATURES, row, strict=True)}
+
+
+def post_raw(client: TestClient, path: str, content: bytes | Iterator[bytes]) -> httpx.Response:
+    """POST bytes as JSON: how a test sends NaN, broken JSON or a streamed body."""
+    return client.post(path, content=content, headers=JSON_HEADERS)
+
+
+def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response has `status` and the service's one error body with this `code`."""
+    body = expect_json(response, status)
+    what = f"the body of {describe(response)} ({status})"
+    if not isinstance(body, dict) or list(body) != ["error"]:
+        raise AssertionError(
+            f'{what}: expected exactly one field, "error"; got {shown(body)}. Every error '
+            'body is {"error": {"code": ..., "message": ..., "details": [...]}}.'
+        )
+    error = body["error"]
+    if not isinstance(error, dict) or sorted(error) != sorted(ERROR_FIELDS):
+        raise AssertionError(
+            f'{what}: "error" must hold exactly code, message and details; got {shown(error)}.'
+        )
+    expect_equal(error["code"], code, f"{what}: error.code")
+    if not isinstance(error["message"], str) or not error["message"].strip():
+        raise AssertionError(f"{what}: error.message must be a non-empty sentence; got {error}.")
+    details = error["details"]
+    if not isinstance(details, list):
+        raise AssertionError(f"{what}: error.details must be a list; got {shown(details)}.")
+    for detail in details:
+        if not isinstance(detail, dict) or sorted(detail) != sorted(DETAIL_FIELDS):
+            raise AssertionError(
+                f"{what}: each detail holds exactly loc, message and type (never the "
+                f"refused input); got {shown(detail)}."
+            )
+    return error
+
+
+def expect_invalid(
+    response: httpx.Response, loc: list[str | int], error_type: str | None = None
+) -> dict[str, Any]:
+    """A 422 in the service's error shape, with a detail at `loc` (of `error_type`)."""
+    error = expect_error(response, 422, "validation_error")
+    for detail in error["details"]:
+        if detail["loc"] == loc:
+            if error_type is not None and detail["type"] != error_type:
+                raise AssertionError(
+                    f"{describe(response)}: the detail at {loc} has type {detail['type']!r}, "
+                    f"expected {error_type!r}. Got {shown(detail)}."
+                )
+            if not isinstance(detail["message"], str) or not detail["message"]:
+                raise AssertionError(f"the detail at {loc} has no message: {shown(detail)}")
+            return detail
+    raise AssertionError(
+        f"{describe(response)}: expected a detail at {loc}, but the details are at "
+        f"{shown([detail['loc'] for detail in error['details']])}."
+    )
+
+
+def padded(body: dict[str, Any], size: int) -> bytes:
+    """`body` as JSON, padded with spaces to exactly `size` bytes: still valid JSON."""
+    data = json.dumps(body).encode()
+    return data + b" " * (size - len(data))
+
+
+def test_a_missing_field_is_a_422_in_the_error_shape(client):
+    expect_json(client.post("/tickets/predict", json=TICKET))
+    detail = expect_invalid(
+        client.post("/tickets/predict", json={"txt": "typo"}), ["body", "text"], "missing"
+    )
+    expect_equal(detail["message"], "Field required", "the message of the missing-field detail")
+
+
+def test_wrong_types_and_blank_text_are_422s(client):
+    expect_json(client.post("/tickets/predict", json=TICKET))
+    expect_invalid(client.post("/tickets/predict", json={"text": 42}), ["body", "text"])
+    expect_invalid(client.post("/tickets/predict", json={"text": "   "}), ["body", "text"])
+    wine = {**a_wine(), "alcohol": "strong"}
+    expect_invalid(client.post("/wine/predict", json=wine), ["body", "alcohol"], "float_parsing")
+    error = expect_invalid(client.post("/tickets/predict", json=[]), ["body"])
+    expect_equal(len(error), 3, "the number of fields of a detail")
+
+
+def test_empty_and_oversized_batches_are_422s(client):
+    tickets = [{"text": f"ticket number {index}"} for index in range(MAX_BATCH)]
+    body = expect_json(client.post("/tickets/predict/batch", json={"instances": tickets}))
+    expect_equal(len(body.get("predictions", [])), MAX_BATCH, "predictions for 100 tickets")
+    for path, item in (("/tickets/predict/batch", TICKET), ("/wine/predict/batch", a_wine())):
+        expect_invalid(
+            client.post(path, json={"instances": []}), ["body", "instances"], "too_short"
+        )
+        too_many = {"instances": [item] * (MAX_BATCH + 1)}
+        expect_invalid(client.post(path, json=too_many), ["body", "instances"], "too_long")
+
+
+def test_nan_and_infinity_are_422s_not_500s(app):
+    wine = json.dumps(a_wine())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        expect_json(post_raw(client, "/wine/predict", wine.encode()))
+        # Python's JSON parser reads these tokens as floats; 1e999 overflows to infinity.
+        for token in ("NaN", "Infinity", "-Infinity", "1e999"):
+            bad = wine.replace('"alcohol": 14.23', f'"alcohol": {token}').encode()
+            expect_invalid(
+                post_raw(client, "/wine/predict", bad), ["body", "alcohol"], "finite_number"
+            )
+        nan_hue = wine.replace('"hue": 1.04', '"hue": NaN')
+        batch = f'{{"instances": [{wine}, {nan_hue}]}}'
+        expect_invalid(
+            post_raw(client, "/wine/predict/batch", batch.encode()),
+            ["body", "instances", 1, "hue"],
+            "finite_number",
+        )
+        # A NaN where a string belongs: the error's input is NaN, and must not become a 500.
+        expect_invalid(post_raw(client, "/tickets/predict", b'{"text": NaN}'), ["body", "text"])
+
+
+def test_a_body_that_is_not_json_is_a_422_and_bad_bytes_a_400(client):
+    expect_json(client.post("/tickets/predict", json=TICKET))
+    expect_invalid(post_raw(client, "/tickets/predict", b"text=hello"), ["body", 0], "json_invalid")
+    expect_error(post_raw(client, "/tickets/predict", b'{"text": "\xff\xfe"}'), 400, "bad_request")
+
+
+def test_http_errors_have_the_same_shape(client):
+    expect_json(client.post("/tickets/predict", json=TICKET))
+    expect_error(client.get("/no/such/route"), 404, "not_found")
+    response = client.get("/tickets/predict")
+    error = expect_error(response, 405, "method_not_allowed")
+    expect_equal(error["details"], [], "the details of a 405")
+    expect_equal(response.headers.get("allow"), "POST", "the Allow header of the 405")
+
+
+def test_predicting_before_start_up_is_a_503(app):
+    with TestClient(app) as client:
+        expect_json(client.post("/tickets/predict", json=TICKET))
+    # Without `with`, the lifespan never runs: no model is loaded.
+    client = TestClient(app, raise_server_exceptions=False)
+    for path, body in (("/tickets/predict", TICKET), ("/wine/predict", a_wine())):
+        error = expect_error(client.post(path, json=body), 503, "model_not_loaded")
+        expect_equal(error["details"], [], f"the details of the 503 of {path}")
+    expect_error(client.get("/models/wine"), 503, "model_not_loaded")
+    # Bad input is still the client's fault, model or no model.
+    expect_invalid(client.post("/tickets/predict", json={"text": ""}), ["body", "text"])
+
+
+def test_a_model_that_fails_to_load_is_a_503_not_a_crash(exercise):
+    module = exercise("app")
+    real_load_model = module.load_model
+
+    def load_model(name: str) -> LoadedModel:
+        if name == "wine":
+            raise OSError("wine.skops: no such file")
+        return real_load_model(name)
+
+    module.load_model = load_model  # your lifespan calls this one
+    with TestClient(module.app, raise_server_exceptions=False) as client:
+        expect_json(client.post("/tickets/predict", json=TICKET))
+        health = expect_json(client.get("/health"))
+        expect_equal(
+            health.get("models"), {"tickets": True, "wine": False}, "/health after wine failed"
+        )
+        expect_error(client.post("/wine/predict", json=a_wine()), 503, "model_not_loaded")
+        batch = {"instances": [a_wine()]}
+        expect_error(client.post("/wine/predict/batch", json=batch), 503, "model_not_loaded")
+
+
+def test_a_declared_body_over_the_limit_is_a_413(client):
+    exactly = padded(TICKET, BODY_LIMIT)
+    expect_json(post_raw(client, "/tickets/predict", exactly))
+    over = padded(TICKET, BODY_LIMIT + 1)
+    # Content-Length says it is too big: Starlette answers before any handler runs.
+    response = post_raw(client, "/tickets/predict", over)
+    expect_status(response, 413)
+
+
+def test_a_streamed_body_over_the_limit_is_a_413_in_the_error_shape(client):
+    chunk = 64 * 1024
+
+    def stream(data: bytes) -> Iterator[bytes]:
+        # A generator has no length: the body goes out chunked, without Content-Length.
+        for start in range(0, len(data), chunk):
+            yield data[start : start + chunk]
+
+    expect_json(post_raw(client, "/tickets/predict", stream(padded(TICKET, BODY_LIMIT))))
+    over = stream(padded({"instances": [TICKET]}, BODY_LIMIT + 1))
+    expect_error(post_raw(client, "/tickets/predict/batch", over), 413, "content_too_large")
+
+
+JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Bodies that look like the real ones, so the tests get past the first error.
+TICKET_LIKE = st.fixed_dictionaries({}, optional={"text": JSON_VALUES, "language": JSON_VALUES})
+WINE_LIKE = st.fixed_dictionaries(
+    {name: st.floats() for name in WINE_FEATURES[:-3]},
+    optional={name: JSON_VALUES for name in WINE_FEATURES[-3:]},
+)
+BODIES = st.one_of(
+    JSON_VALUES,
+    TICKET_LIKE,
+    WINE_LIKE,
+    st.fixed_dictionaries({"instances": st.lists(TICKET_LIKE | WINE_LIKE, max_size=3)}),
+)
+
+
+def test_random_bodies_never_cause_a_500(app):
+    with TestClient(app, raise_server_exceptions=False) as client:
+        expect_json(client.post("/tickets/predict", json=TICKET))
+
+        @settings(
+            derandomize=True,
+            database=None,
+            max_examples=150,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        @given(path=st.sampled_from(PREDICTION_ROUTES), body=BODIES)
+        def never_a_500(path: str, body: Any) -> None:
+            # json.dumps writes NaN and Infinity as bare tokens, as a sloppy client would.
+            response = post_raw(client, path, json.dumps(body).encode())
+            if response.status_code == 200:
+                return
+            if response.status_code != 422:
+                raise AssertionError(
+                    f"{describe(response)} answered {response.status_code}: a bad body is a "
+                    f"422, never a {response.status_code}. Body: {shown(response.text)}"
+                )
+            expect_error(response, 422, "validation_error")
+
+        never_a_500()
+
+
+def test_openapi_documents_the_error_responses(client):
+    schema = expect_json(client.get("/openapi.json"))
+    components = schema.get("components", {}).get("schemas", {})
+    for path in PREDICTION_ROUTES:
+        responses = schema.get("paths", {}).get(path, {}).get("post", {}).get("responses", {})
+        for status in ("413", "422", "503"):
+            content = responses.get(status, {}).get("content", {}).get("application/json", {})
+            ref = content.get("schema", {}).get("$ref", "")
+            name = ref.rsplit("/", 1)[-1]
+            if not name or sorted(components.get(name, {}).get("properties", {})) != ["error"]:
+                raise AssertionError(
+                    f"/openapi.json: the {status} response of POST {path} should be documented "
+                    f'with the error body (a model with one field, "error"); got '
+                    f"{shown(responses.get(status))}."
+                )
