@@ -143,15 +143,19 @@ def load_artifact(path: str | Path) -> Pipeline:
     Raises `UntrustedArtifactError` naming the offending types.
     """
     import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
 
-    refused = sorted(set(skops.io.get_untrusted_types(file=path)) - TRUSTED_TYPES)
-    if refused:
+    # skops itself refuses any type outside `trusted` while it loads, so the file is
+    # read once; asking get_untrusted_types first would parse it twice.
+    try:
+        return skops.io.load(path, trusted=sorted(TRUSTED_TYPES))
+    except UntrustedTypesFoundException:
+        refused = sorted(set(skops.io.get_untrusted_types(file=path)) - TRUSTED_TYPES)
         raise UntrustedArtifactError(
             f"Refusing to load {path}: it contains types that are not trusted: "
             f"{', '.join(refused)}. Only scikit-learn and NumPy types skops trusts, plus "
             f"{sorted(TRUSTED_TYPES)}, may appear in a course model."
-        )
-    return skops.io.load(path, trusted=sorted(TRUSTED_TYPES))
+        ) from None
 
 
 def load_model(name: str, directory: str | Path | None = None) -> LoadedModel:
