@@ -2,7 +2,7 @@
 
 Run it from the repository root (Linux: it reads the server's CPU and memory in /proc):
 
-    python benchmarks/sse_streaming.py           # about 2 minutes
+    python benchmarks/sse_streaming.py           # about a minute
     python benchmarks/sse_streaming.py --quick   # under a minute
 
 For each implementation it starts its own uvicorn server, one worker, as a subprocess

@@ -1,8 +1,10 @@
-"""The running example cannot drift: steps that share a schema file share it byte for byte.
+"""Shared files cannot drift: a file shipped ready-made is the same byte for byte everywhere.
 
 Steps 02 to 05 extend one service. Step 02 writes its request and response schemas;
 later steps ship them ready-made, unchanged, in both their exercise and their solution.
-A later step adds itself to `SHARED_FILES` with the files it must keep identical.
+A later step adds itself to `SHARED_FILES` with the files it must keep identical. Files
+given to the learner that are not Python modules (the `given` check in test_catalog.py
+covers those) are listed here too, such as step 08's chat page.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ SHARED_FILES: dict[str, list[str]] = {
         "exercises/05_dependency_injection/schemas.py",
         "solutions/05_dependency_injection/schemas.py",
     ],
+    "solutions/08_streaming_sse/chat.html": ["exercises/08_streaming_sse/chat.html"],
 }
 
 
