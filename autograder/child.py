@@ -52,6 +52,7 @@ class ChildPlugin:
         self.job = job
         self.step: Step = load_catalog().step(job.step)
         self.source = Path(job.source).resolve()
+        self._source_text = str(self.source)
         self._events = open(job.events, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
         self._outcomes: dict[str, tuple[str, str]] = {}
         self._printed: dict[str, str] = {}  # what the learner's code printed, per test
@@ -66,9 +67,13 @@ class ChildPlugin:
 
     def forget_learner_modules(self) -> None:
         """Drop the learner's modules from `sys.modules` so the next import is fresh."""
+        # A plain string comparison: resolving the path of each of the thousands of
+        # loaded modules, at every test, once cost a model step seconds of CPU. The
+        # learner's modules are found through the resolved folder first on sys.path,
+        # so their `__file__` starts with it exactly.
         for name, module in list(sys.modules.items()):
             file = getattr(module, "__file__", None)
-            if file and Path(file).resolve().parent == self.source:
+            if isinstance(file, str) and os.path.dirname(file) == self._source_text:
                 del sys.modules[name]
 
     def import_fresh(self, name: str) -> ModuleType:

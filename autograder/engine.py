@@ -11,22 +11,20 @@ on Linux, macOS and Windows.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
-from autograder.catalog import ROOT, Step, load_catalog
+from autograder.catalog import Step, load_catalog
 from autograder.child import ENV_VAR, Job
 from autograder.messages import show_path
+from autograder.processes import Child, imports_of, start_child, warm_with
 from autograder.records import Outcome, Record
 
 STARTUP_LIMIT = 90.0  # seconds for Python and pytest to start and collect: generous, a loaded
@@ -54,6 +52,7 @@ def grade(
     """Grade `steps` (in parallel, one child process each); records in course order."""
     settings = settings or Settings()
     steps = list(steps)
+    warm_with(_warm_modules(steps))
     results: dict[str, list[Record]] = {}
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
         futures = {step.id: pool.submit(grade_step, step, settings) for step in steps}
@@ -63,6 +62,15 @@ def grade(
             if on_step_done:
                 on_step_done(step, results[step.id])
     return [record for step in steps for record in results[step.id]]
+
+
+def _warm_modules(steps: list[Step]) -> set[str]:
+    """What the children of these steps import: their tests', solutions' and the grader's."""
+    files = [Path(__file__).with_name("child.py")]
+    for step in steps:
+        files += [*step.exercise_dir.glob("test_*.py"), *step.solution_dir.glob("*.py")]
+    local = {module for step in steps for module in step.modules}
+    return imports_of(files, local) | {"fastapi.testclient", "autograder.child"}
 
 
 def grade_step(step: Step, settings: Settings) -> list[Record]:
@@ -163,45 +171,23 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
         job = Job(step=step.id, source=str(source), events=str(events_path), only=tuple(tests))
         env = {**os.environ, ENV_VAR: job.to_env(), "PYTHONDONTWRITEBYTECODE": "1"}
         env.pop("PYTEST_ADDOPTS", None)
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(step.exercise_dir),
-            "-q",
-            "--no-header",
-            "--tb=native",
-        ]
+        arguments = [str(step.exercise_dir), "-q", "--no-header", "--tb=native"]
         log_path = Path(scratch) / "pytest.log"
-        with open(log_path, "wb") as log, open(events_path, encoding="utf-8") as events:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=os.name != "nt",
-            )
-            run = _watch(process, events, import_limit, test_limit, step)
+        with open(events_path, encoding="utf-8") as events:
+            child = start_child(arguments, env, log_path)
+            run = _watch(child, events, import_limit, test_limit)
         run.log_tail = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))
     return run
 
 
-def _watch(
-    process: subprocess.Popen[bytes],
-    events: object,
-    import_limit: float,
-    test_limit: float,
-    step: Step,
-) -> ChildRun:
+def _watch(child: Child, events: TextIO, import_limit: float, test_limit: float) -> ChildRun:
     """Follow the child's events until it ends; end it if a phase runs out of time."""
     run = ChildRun()
     phase, phase_started, current, module = "startup", time.monotonic(), "", ""
     pending = ""
     while True:
-        exited = process.poll() is not None
-        pending += events.read()  # type: ignore[attr-defined]
+        exited = child.poll() is not None
+        pending += events.read()
         *lines, pending = pending.split("\n")
         for line in lines:
             event = json.loads(line)
@@ -224,7 +210,7 @@ def _watch(
             break
         limit = {"startup": STARTUP_LIMIT, "import": import_limit}.get(phase, test_limit)
         if time.monotonic() - phase_started > limit:
-            _kill(process)
+            child.kill()
             if phase == "import":
                 run.import_problem = (
                     "import_error",
@@ -244,7 +230,7 @@ def _watch(
                 run.import_problem = ("timeout", "The grader could not start this step in time.")
             return run
         time.sleep(POLL_INTERVAL)
-    code = process.returncode
+    code = child.poll()
     if phase == "test" and current:
         run.stopped_in = (
             current,
@@ -260,16 +246,6 @@ def _watch(
             "module call os._exit() or crash the interpreter?",
         )
     return run
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    """End the child and anything it started, at once."""
-    if os.name != "nt":
-        with contextlib.suppress(ProcessLookupError):  # it may have ended on its own
-            os.killpg(process.pid, signal.SIGKILL)
-    else:
-        process.kill()
-    process.wait()
 
 
 def _last_error_line(log: str) -> str:

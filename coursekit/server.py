@@ -23,6 +23,49 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+class ThreadedServer:
+    """A uvicorn server in a daemon thread: `start()` it, `stop()` it (see `serve_in_thread`)."""
+
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int | None = None, **config: Any
+    ):
+        import uvicorn  # here, not at the top: importing this module stays cheap
+
+        self.host, self.port = host, port or free_port(host)
+        config.setdefault("log_level", "warning")
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, **config))
+        self.thread = threading.Thread(
+            target=self.server.run, name=f"uvicorn:{self.port}", daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start serving; return the base URL once the server accepts connections."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(
+                    f"uvicorn stopped before it started serving on {self.host}:{self.port}"
+                )
+            if time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise TimeoutError(
+                    f"uvicorn did not start on {self.host}:{self.port} within {timeout} s"
+                )
+            time.sleep(0.01)
+        return self.base_url
+
+    def stop(self, wait: bool = True, timeout: float = 10.0) -> None:
+        """Ask the server to shut down gracefully; with `wait`, until it has."""
+        self.server.should_exit = True
+        if wait:
+            self.thread.join(timeout=timeout)
+
+
 @contextmanager
 def serve_in_thread(
     app: Any,
@@ -38,23 +81,38 @@ def serve_in_thread(
     shuts down gracefully. Extra keyword arguments go to `uvicorn.Config`
     (for example `timeout_graceful_shutdown=1`).
     """
-    import uvicorn  # here, not at the top: importing this module stays cheap
+    with serve_many_in_threads(
+        [app], host=host, startup_timeout=startup_timeout, ports=[port], **config
+    ) as (base_url,):
+        yield base_url
 
-    port = port or free_port(host)
-    config.setdefault("log_level", "warning")
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
-    thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError(f"uvicorn stopped before it started serving on {host}:{port}")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise TimeoutError(f"uvicorn did not start on {host}:{port} within {startup_timeout} s")
-        time.sleep(0.01)
+
+@contextmanager
+def serve_many_in_threads(
+    apps: list[Any],
+    *,
+    host: str = "127.0.0.1",
+    ports: list[int | None] | None = None,
+    startup_timeout: float = 10.0,
+    **config: Any,
+) -> Iterator[list[str]]:
+    """Serve each app as `serve_in_thread` does; yield their base URLs, in order.
+
+    The servers are asked to stop all at once and then waited for, so stopping several
+    takes as long as stopping one (each needs about 0.2 s to shut down gracefully).
+    """
+    servers = [
+        ThreadedServer(app, host=host, port=port, **config)
+        for app, port in zip(apps, ports or [None] * len(apps), strict=True)
+    ]
+    started: list[ThreadedServer] = []
     try:
-        yield f"http://{host}:{port}"
+        for server in servers:
+            server.start(startup_timeout)
+            started.append(server)
+        yield [server.base_url for server in servers]
     finally:
-        server.should_exit = True
-        thread.join(timeout=startup_timeout)
+        for server in started:
+            server.stop(wait=False)
+        for server in started:
+            server.stop(timeout=startup_timeout)

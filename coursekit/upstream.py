@@ -24,10 +24,10 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from coursekit.server import serve_in_thread
+from coursekit.server import serve_many_in_threads
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -232,14 +232,11 @@ def running_upstreams(*upstreams: Upstream, **config: Any) -> Iterator[dict[str,
 
     Every server stops when the block ends. Requests still running then (a hung
     upstream) are cancelled after `timeout_graceful_shutdown` seconds (1 unless given).
-    Other keyword arguments go to `serve_in_thread`.
+    Other keyword arguments go to `serve_many_in_threads`.
     """
     names = [upstream.name for upstream in upstreams]
     if len(set(names)) != len(names):
         raise ValueError(f"upstream names must be unique, got {names}")
     config.setdefault("timeout_graceful_shutdown", 1)
-    with ExitStack() as stack:
-        yield {
-            upstream.name: stack.enter_context(serve_in_thread(upstream.app, **config))
-            for upstream in upstreams
-        }
+    with serve_many_in_threads([upstream.app for upstream in upstreams], **config) as urls:
+        yield dict(zip(names, urls, strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,13 @@ class GradingRun:
         return [test for test in self.results["tests"] if test["name"].startswith(prefix)]
 
 
-def run_pytest_exercises(tmp_path: Path, *options: str, cwd: Path = ROOT) -> GradingRun:
+def run_pytest_exercises(
+    tmp_path: Path, *options: str, cwd: Path = ROOT, targets: Sequence[str] = ("exercises/",)
+) -> GradingRun:
     """Run `python -m pytest exercises/ OPTIONS --json FILE` as a learner would."""
     results = tmp_path / "results.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "exercises/", *options, "--json", str(results)],
+        [sys.executable, "-m", "pytest", *targets, *options, "--json", str(results)],
         cwd=cwd,
         capture_output=True,
         text=True,

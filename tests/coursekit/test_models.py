@@ -223,8 +223,9 @@ def test_concurrent_first_use_builds_one_consistent_artifact(
 
     assert len(loaded) == 6
     assert trainings["wine"] == 1
+    # The lock file that let one process build stays, empty, as filelock leaves it.
     files = sorted(path.name for path in tmp_path.rglob("*") if path.is_file())
-    assert files == ["wine.json", "wine.skops"]
+    assert files == ["wine.json", "wine.lock", "wine.skops"]
     features = load_wine().features
     expected = loaded[0].pipeline.predict_proba(features)
     for model in loaded[1:]:
