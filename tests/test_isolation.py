@@ -8,14 +8,14 @@ passed), say why in one sentence, and never show a traceback.
 from __future__ import annotations
 
 import json
+import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from autograder.catalog import load_catalog
-from autograder.engine import Settings, grade_step
+from autograder.engine import MAX_TIMEOUTS_PER_STEP, Settings, grade_step
 from tests.helpers import ROOT, run_pytest_exercises
 
 STEP = load_catalog().step("01")
@@ -78,7 +78,8 @@ def test_a_handler_that_loops_forever_costs_only_its_tests(tmp_path: Path) -> No
     records = {r.test: r for r in grade_step(STEP, Settings(source=lambda step: folder, **FAST))}
     assert records["test_health_returns_ok"].passed, records["test_health_returns_ok"].message
     timed_out = [r for r in records.values() if r.outcome == "timeout"]
-    assert 1 <= len(timed_out) <= 3
+    assert 1 <= len(timed_out) <= MAX_TIMEOUTS_PER_STEP
+    assert "a second time too" in timed_out[0].message, timed_out[0].message
     assert all("did not finish within 2 s" in r.message for r in timed_out)
     assert all(r.score == 0 for r in records.values() if r.test != "test_health_returns_ok")
 
@@ -113,13 +114,13 @@ def test_pytest_exercises_survives_a_hanging_import(tmp_path: Path) -> None:
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("course.toml", "pyproject.toml"):
         shutil.copy(ROOT / name, copy / name)
+    catalog = copy / "course.toml"  # a short import limit keeps this test quick
+    text = catalog.read_text(encoding="utf-8")
+    catalog.write_text(re.sub(r"import_timeout = \d+", "import_timeout = 3", text), "utf-8")
     stub = copy / "exercises" / STEP.slug / "app.py"
     stub.write_text("while True:\n    pass\n" + stub.read_text(encoding="utf-8"), encoding="utf-8")
-    started = time.monotonic()
     run = run_pytest_exercises(tmp_path, cwd=copy)
-    elapsed = time.monotonic() - started
     total = sum(step.max_points for step in load_catalog().steps)
-    assert elapsed < 60, f"took {elapsed:.0f} s"
     assert run.stdout.rstrip().splitlines()[-1] == f"Score: 0/{total}", run.stdout
     assert "did not finish within" in run.stdout
     assert run.results["score"] == 0 and run.results["max_score"] == total
