@@ -16,9 +16,10 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from autograder.catalog import Step, load_catalog
-from autograder.messages import explain_import_failure, explain_test_failure
+from autograder.messages import Explanation, explain_import_failure, explain_test_failure
 
 ENV_VAR = "AUTOGRADER_CHILD"
 
@@ -54,8 +55,10 @@ class ChildPlugin:
         self.source = Path(job.source).resolve()
         self._source_text = str(self.source)
         self._events = open(job.events, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
-        self._outcomes: dict[str, tuple[str, str]] = {}
+        self._outcomes: dict[str, Explanation] = {}
         self._printed: dict[str, str] = {}  # what the learner's code printed, per test
+        self._server_errors: list[BaseException] = []  # what the app raised, this test
+        self._environment = dict(os.environ)  # to name what a test changed
 
     # -- events ---------------------------------------------------------------------
 
@@ -85,6 +88,28 @@ class ChildPlugin:
 
     def pytest_configure(self, config: pytest.Config) -> None:
         sys.path.insert(0, str(self.source))
+        self._record_server_errors()
+
+    def _record_server_errors(self) -> None:
+        """Note each exception the app under test raises, though the client sees a 500.
+
+        Every Starlette app's outermost layer is ServerErrorMiddleware, which answers
+        500 and re-raises; the note lets a failure name the learner's line that raised,
+        not only the 500 that a test (or a real server) saw.
+        """
+        from starlette.middleware.errors import ServerErrorMiddleware
+
+        original = ServerErrorMiddleware.__call__
+        errors = self._server_errors
+
+        async def recording(self: ServerErrorMiddleware, scope: Any, receive: Any, send: Any):  # type: ignore[no-untyped-def]
+            try:
+                await original(self, scope, receive, send)
+            except Exception as exc:
+                errors.append(exc)
+                raise
+
+        ServerErrorMiddleware.__call__ = recording  # type: ignore[method-assign]
 
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]
@@ -115,15 +140,17 @@ class ChildPlugin:
         self.emit("start", test=name, item=item.nodeid)
         started = time.perf_counter()
         self._outcomes.pop(item.nodeid, None)
+        self._server_errors.clear()
         result = yield
-        outcome, message = self._outcomes.get(item.nodeid, ("passed", ""))
+        explanation = self._outcomes.get(item.nodeid, Explanation("passed", ""))
         output = self._printed.pop(item.nodeid, "")
         self.emit(
             "result",
             test=name,
             item=item.nodeid,
-            outcome=outcome,
-            message=message,
+            outcome=explanation.outcome,
+            message=explanation.message,
+            symptom=explanation.symptom,
             duration=round(time.perf_counter() - started, 4),
             output=output[-2000:],
         )
@@ -137,8 +164,29 @@ class ChildPlugin:
         if report.capstdout:
             self._printed[item.nodeid] = report.capstdout  # cumulative over the phases
         if report.failed and item.nodeid not in self._outcomes and call.excinfo is not None:
-            self._outcomes[item.nodeid] = explain_test_failure(call.excinfo.value, self.source)
+            explanation = explain_test_failure(
+                call.excinfo.value, self.source, self.step.given, list(self._server_errors)
+            )
+            changed = self._changed_environment()
+            if changed and explanation.outcome == "failed":
+                explanation = replace(
+                    explanation,
+                    message=f"{explanation.message} (The test set {changed}.)",
+                )
+            self._outcomes[item.nodeid] = explanation
         return report
+
+    def _changed_environment(self) -> str:
+        """The environment variables this test set, as `A="1", B="x"`, for a message."""
+        scratch = tempfile.gettempdir()
+        changed = [
+            f"{name}={json.dumps(value)}"
+            for name, value in sorted(os.environ.items())
+            if self._environment.get(name) != value
+            and not name.startswith("PYTEST_")
+            and not value.startswith(scratch)  # a scratch file's path says nothing
+        ]
+        return ", ".join(changed)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.emit("done")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+from autograder import pristine
 from autograder.catalog import Step, load_catalog
 from autograder.engine import Settings, grade
+from autograder.lastrun import recall, remember
 from autograder.messages import show_path
 from autograder.records import Record
-from autograder.reports import score_table, step_summary, write_gradescope
+from autograder.reports import score_table, step_summary, wrap, write_gradescope
 
 
 def run_grading(
@@ -48,6 +51,8 @@ def run_grading(
     def report(step: Step, records: list[Record]) -> None:
         if records or verbose > 0:
             print(step_summary(step, records, verbose) + "\n", flush=True)
+        if source_root is None and not solutions:
+            remember(step, step.exercise_dir, records)  # for `hint` and `next`
 
     settings = Settings(source=source, select=chosen, test_timeout=test_timeout)
     records = grade(steps, settings, on_step_done=report)
@@ -87,9 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     grade_cmd.add_argument("--source-root", type=Path, help="grade DIR/NN_slug/ per step")
     grade_cmd.add_argument("--json", type=Path, help="write Gradescope's results.json here")
     grade_cmd.add_argument("--test-timeout", type=float, help="seconds per test")
-    hint_cmd = commands.add_parser("hint", help="grade one step and show the hints of its failures")
+    grade_cmd.add_argument(
+        "-v", "--verbose", action="count", default=0, help="every failure in full, with hints"
+    )
+    hint_cmd = commands.add_parser(
+        "hint", help="the code-level hints of a step's failing tests (from the last run)"
+    )
     hint_cmd.add_argument("step", help="a step id such as 01")
     commands.add_parser("next", help="the first step not yet at full points")
+    pristine_cmd = commands.add_parser(
+        "pristine", help="check (or --update) the fingerprints of the shipped stubs"
+    )
+    pristine_cmd.add_argument("--update", action="store_true", help="rewrite pristine.json")
     args = parser.parse_args(argv)
     catalog = load_catalog()
 
@@ -101,14 +115,26 @@ def main(argv: list[str] | None = None) -> int:
             source_root=args.source_root.resolve() if args.source_root else None,
             json_path=args.json,
             test_timeout=args.test_timeout,
+            verbose=args.verbose,
         )
     if args.command == "hint":
         return _hint(catalog.step(args.step))
+    if args.command == "pristine":
+        return _pristine(update=args.update)
     return _next(list(catalog.steps))
 
 
+def _graded(step: Step) -> list[Record]:
+    """The step's records: from the last run if nothing changed since, else graded now."""
+    records = recall(step, step.exercise_dir)
+    if records is None:
+        records = grade([step])
+        remember(step, step.exercise_dir, records)
+    return records
+
+
 def _hint(step: Step) -> int:
-    records = grade([step])
+    records = _graded(step)
     print(f"Step {step.id}: {step.title}")
     print(f"  statement: {show_path(step.statement)}")
     print(f"  lesson:    {show_path(step.lesson)}\n")
@@ -118,14 +144,31 @@ def _hint(step: Step) -> int:
         return 0
     for record in failing:
         print(f"{record.test} ({record.points} pt)")
-        print(f"  Hint: {record.hint}")
-        print(f"  Lesson section: {record.section}\n")
+        print(wrap(record.message, "  "))
+        print(wrap(f"Hint: {record.hint}", "  "))
+        print(f'  Lesson section: "{record.section}"\n')
+    return 0
+
+
+def _pristine(update: bool) -> int:
+    if update:
+        pristine.update()
+        print(f"Wrote {show_path(pristine.PRISTINE_FILE)}")
+        return 0
+    current = pristine.stub_fingerprints()
+    recorded = json.loads(pristine.PRISTINE_FILE.read_text(encoding="utf-8"))
+    changed = sorted(step for step in current if recorded.get(step) != current[step])
+    if changed:
+        print(f"Stubs changed since pristine.json was written: steps {', '.join(changed)}.")
+        print("Run: python -m autograder pristine --update")
+        return 1
+    print("pristine.json matches the stubs.")
     return 0
 
 
 def _next(steps: list[Step]) -> int:
     for step in steps:
-        records = grade([step])
+        records = _graded(step)
         earned, possible = sum(r.score for r in records), sum(r.points for r in records)
         if earned < possible:
             print(f"Next: step {step.id}, {step.title} ({earned}/{possible} points).")

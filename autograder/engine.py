@@ -24,6 +24,7 @@ from typing import TextIO
 from autograder.catalog import Step, load_catalog
 from autograder.child import ENV_VAR, Job
 from autograder.messages import show_path
+from autograder.pristine import is_untouched
 from autograder.processes import Child, imports_of, start_child, warm_with
 from autograder.records import Outcome, Record
 
@@ -113,6 +114,7 @@ def grade_step(step: Step, settings: Settings) -> list[Record]:
                 result["message"],
                 duration=result["duration"],
                 output=result["output"],
+                symptom=result.get("symptom", ""),
             )
         finished = {result["test"] for result in run.results}
         if run.import_problem:
@@ -155,7 +157,14 @@ def grade_step(step: Step, settings: Settings) -> list[Record]:
                     "of the step stopped there. Fix the hanging code and grade again.",
                 )
             break
-    return [done[name] for name in selected]
+    records = [done[name] for name in selected]
+    if is_untouched(step, source):
+        # Still graded for real above (a stub that passed a test would show it); a
+        # failure of an untouched step has one cause, which the report says once.
+        for record in records:
+            if not record.passed:
+                record.outcome = "not_started"
+    return records
 
 
 def _run_alone(
@@ -165,7 +174,11 @@ def _run_alone(
     run = _run_child(step, source, [name], settings)
     for result in run.results:
         if result["test"] == name:
-            extra = {"duration": result["duration"], "output": result["output"]}
+            extra = {
+                "duration": result["duration"],
+                "output": result["output"],
+                "symptom": result.get("symptom", ""),
+            }
             return result["outcome"], result["message"], extra  # type: ignore[return-value]
     if run.stopped_in:
         return run.stopped_in[1], run.stopped_in[2], {}

@@ -15,31 +15,75 @@ from typing import Any
 import httpx2 as httpx
 
 MAX_SHOWN = 300  # characters of a body shown in a message
+# Headers every client sends: a message names only those the test chose to set.
+ROUTINE_HEADERS = frozenset(
+    {"host", "accept", "accept-encoding", "connection", "user-agent", "content-length"}
+)
+
+
+class Mismatch(AssertionError):
+    """A failed expectation that names its observable symptom, for grouping in reports.
+
+    Failures of several tests that share one `symptom` (the same route answering the
+    same wrong status, say) are reported once, first, as the likely cause.
+    """
+
+    def __init__(self, message: str, symptom: str = "") -> None:
+        super().__init__(message)
+        self.symptom = symptom
 
 
 def shown(value: Any) -> str:
-    """A short, readable rendering of a value for a message."""
-    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    """A short, readable rendering of a value for a message; strings are quoted.
+
+    Quoting makes a missing space or an empty string visible: `got " token"`.
+    """
+    text = json.dumps(value, default=repr, ensure_ascii=False)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
+def shown_body(text: str) -> str:
+    """A response body as it came, shortened: `(empty)` when there is none."""
+    if not text:
+        return "(empty)"
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def route(response: httpx.Response) -> str:
+    """`POST /analyze`: the method and path of the request behind a response."""
+    return f"{response.request.method} {response.request.url.path}"
+
+
 def describe(response: httpx.Response) -> str:
-    """`POST /analyze?top=2 with body {"text": "hi"}`: the request behind a response."""
+    """`POST /analyze?top=2 with body {"text": "hi"}`: the request behind a response.
+
+    Headers the test set itself (an API key, say) are named too.
+    """
     request = response.request
     target = request.url.raw_path.decode("ascii", errors="replace")
     text = f"{request.method} {target}"
+    headers = [
+        f"{name}: {value}"
+        for name, value in request.headers.items()
+        if name.lower() not in ROUTINE_HEADERS
+        and not (name.lower() == "content-type" and value == "application/json")
+    ]
+    if headers:
+        text += " with headers " + ", ".join(headers)
     body = request.content
     if body:
-        text += f" with body {shown(body.decode('utf-8', errors='replace'))}"
+        text += f" {'and' if headers else 'with'} body "
+        text += shown_body(body.decode("utf-8", errors="replace"))
     return text
 
 
 def expect_status(response: httpx.Response, status: int) -> None:
     """The response has `status`; otherwise say what came back instead."""
     if response.status_code != status:
-        raise AssertionError(
+        raise Mismatch(
             f"{describe(response)} answered {response.status_code}, expected {status}. "
-            f"Response body: {shown(response.text) or '(empty)'}"
+            f"Response body: {shown_body(response.text)}",
+            symptom=f"{route(response)} answers {response.status_code} where {status} is expected",
         )
 
 
@@ -48,9 +92,11 @@ def expect_json(response: httpx.Response, status: int = 200) -> Any:
     expect_status(response, status)
     content_type = response.headers.get("content-type", "")
     if not content_type.startswith("application/json"):
-        raise AssertionError(
+        raise Mismatch(
             f"{describe(response)} answered with content type {content_type or '(none)'}, "
-            "expected application/json."
+            "expected application/json.",
+            symptom=f"{route(response)} answers with content type "
+            f"{content_type or '(none)'}, not application/json",
         )
     return response.json()
 

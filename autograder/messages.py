@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import traceback
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 
 from autograder.catalog import ROOT
 from autograder.records import Outcome
@@ -38,8 +41,29 @@ def _learner_frame(tb: TracebackType | None, source: Path) -> traceback.FrameSum
     return found
 
 
-def explain_test_failure(exc: BaseException, source: Path) -> tuple[Outcome, str]:
-    """Why a test failed: its outcome and a sentence that says where to look."""
+@dataclass(frozen=True)
+class Explanation:
+    """Why a test failed: its outcome, a sentence for the learner, and the symptom it
+    shares with other failures, if any (see `autograder.expect.Mismatch`)."""
+
+    outcome: Outcome
+    message: str
+    symptom: str = ""
+
+
+def explain_test_failure(
+    exc: BaseException,
+    source: Path,
+    given: Collection[str] = (),
+    server_errors: Sequence[BaseException] = (),
+) -> Explanation:
+    """Why a test failed, saying where to look.
+
+    `given` names the step's modules the learner does not edit: an error raised there
+    is traced to the learner's part it stems from. `server_errors` are the exceptions
+    the app raised while the test ran: a test that saw only "answered 500" is told
+    which line of the learner's code raised.
+    """
     # Streaming responses run the learner's generator in a task group, which wraps its
     # error; the one exception inside is what the learner needs to see.
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -48,15 +72,54 @@ def explain_test_failure(exc: BaseException, source: Path) -> tuple[Outcome, str
         text = str(exc)
         # pytest appends its own rendering of a plain `assert` after our message.
         text = text.split("\nassert ", 1)[0].strip()
-        return "failed", text or "An expectation of this test was not met."
+        text = text or "An expectation of this test was not met."
+        for server_error in server_errors:
+            cause = explain_test_failure(server_error, source, given)
+            if not cause.message.startswith("The test stopped on"):
+                # The app's own exception is the cause; what the client saw follows.
+                return Explanation(
+                    cause.outcome,
+                    f"{cause.message} The test saw: {text}",
+                    cause.symptom or cause.message,
+                )
+        return Explanation("failed", text, getattr(exc, "symptom", ""))
     frame = _learner_frame(exc.__traceback__, source)
     where = f"{show_path(frame.filename)}, line {frame.lineno}, in {frame.name}()" if frame else ""
     if isinstance(exc, NotImplementedError) and frame:
-        return "not_implemented", f"Not done yet: {where} still raises NotImplementedError."
+        message = f"Not done yet: {where} still raises NotImplementedError."
+        return Explanation("not_implemented", message, message)
     detail = _shorten(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    if frame and Path(frame.filename).stem in given:
+        unwritten = _unwritten_part(exc, source, given)
+        if unwritten:
+            message = (
+                f"Not done yet: {unwritten} (the given code at {where} uses it, and "
+                f"raised {detail})."
+            )
+            return Explanation("not_implemented", message, message)
+        return Explanation(
+            "error",
+            f"The given code at {where} raised {detail}. You do not edit that file: the "
+            "cause is in what your modules give it.",
+        )
     if frame:
-        return "error", f"Your code raised {detail} at {where}."
-    return "error", f"The test stopped on {detail}."
+        return Explanation("error", f"Your code raised {detail} at {where}.")
+    return Explanation("error", f"The test stopped on {detail}.")
+
+
+def _unwritten_part(exc: BaseException, source: Path, given: Collection[str]) -> str:
+    """`TicketRequest in schemas.py has no `text` yet`: the learner's part an error in
+    given code stems from, when an attribute of the learner's own class is missing."""
+    if not isinstance(exc, AttributeError) or exc.name is None or exc.obj is None:
+        return ""
+    owner = exc.obj if isinstance(exc.obj, type | ModuleType) else type(exc.obj)
+    module = owner if isinstance(owner, ModuleType) else sys.modules.get(owner.__module__)
+    file = getattr(module, "__file__", None)
+    if not file or Path(file).parent.resolve() != source or Path(file).stem in given:
+        return ""
+    if isinstance(owner, ModuleType):
+        return f"{show_path(file)} has no `{exc.name}` yet"
+    return f"{owner.__name__} in {show_path(file)} has no `{exc.name}` yet"
 
 
 def explain_import_failure(exc: BaseException, module_file: Path, source: Path) -> str:

@@ -15,6 +15,7 @@ Outcome = Literal[
     "timeout",  # the test (or the import) ran out of time
     "crashed",  # the grading process died (sys.exit, os._exit, a crash)
     "not_run",  # the test never ran (see the message)
+    "not_started",  # the step's files are still the stubs as shipped
 ]
 
 
@@ -31,6 +32,7 @@ class Record:
     section: str
     duration: float = 0.0
     output: str = ""  # what the learner's code printed during the test
+    symptom: str = ""  # what this failure shares with others of the step, if anything
 
     @property
     def passed(self) -> bool:

@@ -18,35 +18,75 @@ WIDTH = 88
 
 
 def step_summary(step: Step, records: list[Record], verbose: int = 0) -> str:
-    """Lines for one step: each failure with its message, hint and lesson section."""
-    passed = sum(record.passed for record in records)
+    """Lines for one step: the likely causes first, then each other failure.
+
+    A failure shows its message and the lesson section that teaches it; the code-level
+    hint only with `verbose` (`-v`), else `python -m autograder hint NN` gives them.
+    """
     head = f"{step.id} {step.title}"
     score = f"{sum(r.score for r in records)}/{sum(r.points for r in records)} points"
     lines = [f"{head} ".ljust(WIDTH - len(score) - 1, ".") + f" {score}"]
     failures = [record for record in records if not record.passed]
     if not failures:
-        lines.append(f"  all {passed} tests pass")
+        lines.append(f"  all {len(records)} tests pass")
         return "\n".join(lines)
+    if verbose < 1 and all(record.outcome == "not_started" for record in failures):
+        edit = ", ".join(f"{module}.py" for module in step.modules if module not in step.given)
+        lines.append(f"  Not started: read {show_path(step.statement)}, then edit {edit}.")
+        return "\n".join(lines)
+    alone = failures
     if verbose < 1:
-        # Tests that stop on the same unwritten function share one line, not a wall of
-        # identical messages; so do tests that could not import the module at all.
-        for outcome in ("not_implemented", "import_error"):
-            same = [record for record in failures if record.outcome == outcome]
-            for message in dict.fromkeys(record.message for record in same):
-                count = sum(record.message == message for record in same)
-                tests = "1 test" if count == 1 else f"{count} tests"
-                lines.append(_wrap(f"{message} [{tests}]", "  "))
-            failures = [record for record in failures if record.outcome != outcome]
-        untouched = all(record.outcome == "not_implemented" for record in records)
-        if untouched:
-            lines.append(f"  Start with {show_path(step.statement)}")
-    for record in failures:
+        alone = []
+        for cause, group in _causes(failures):
+            if cause is None:
+                alone.extend(group)
+                continue
+            tests = "1 test" if len(group) == 1 else f"{len(group)} tests"
+            if group[0].outcome in SELF_EXPLAINING:
+                lines.append(wrap(f"{cause} [{tests}]", "  "))
+                continue
+            lines.append(wrap(f"Likely cause of {tests} failing: {cause}.", "  "))
+            lines.append(wrap(f"First seen in {group[0].test}: {group[0].message}", "    "))
+            names = ", ".join(record.test for record in group[1:])
+            lines.append(wrap(f"Fix it first: {names} stop on it too.", "    "))
+            lines.append(wrap(_lesson(step, group[0]), "    "))
+    for record in alone:
         lines.append(f"  FAIL {record.test} ({_points(record.points)})")
-        lines.append(_wrap(record.message, "       "))
-        lines.append(_wrap(f"Hint: {record.hint}", "       "))
-        lesson = f'Lesson: {show_path(step.lesson)}, section "{record.section}"'
-        lines.append(_wrap(lesson, "       "))
+        lines.append(wrap(record.message, "       "))
+        if verbose >= 1:
+            lines.append(wrap(f"Hint: {record.hint}", "       "))
+        lines.append(wrap(_lesson(step, record), "       "))
+    if verbose < 1:
+        lines.append(f"  Hints, test by test: python -m autograder hint {step.id}")
     return "\n".join(lines)
+
+
+# Failures whose message already says what to do: grouped without "likely cause".
+SELF_EXPLAINING = ("not_implemented", "import_error", "not_started")
+
+
+def _causes(failures: list[Record]) -> list[tuple[str | None, list[Record]]]:
+    """Failures grouped by the cause they share, in order of first appearance.
+
+    Tests stopped on the same unwritten function, the same import error, or the same
+    observed symptom (a route answering the same wrong status) form one group; a
+    failure that shares its cause with no other stands alone (cause None).
+    """
+    groups: dict[str, list[Record]] = {}
+    for record in failures:
+        key = record.symptom or (record.message if record.outcome in SELF_EXPLAINING else "")
+        groups.setdefault(key or f"alone:{record.test}", []).append(record)
+    causes: list[tuple[str | None, list[Record]]] = []
+    for key, group in groups.items():
+        shared = not key.startswith("alone:") and (
+            len(group) > 1 or group[0].outcome in SELF_EXPLAINING
+        )
+        causes.append((key if shared else None, group))
+    return causes
+
+
+def _lesson(step: Step, record: Record) -> str:
+    return f'Lesson: {show_path(step.lesson)}, section "{record.section}"'
 
 
 def score_table(steps: list[Step], records: list[Record]) -> str:
@@ -119,7 +159,7 @@ def _points(points: int) -> str:
     return "1 point" if points == 1 else f"{points} points"
 
 
-def _wrap(text: str, indent: str) -> str:
+def wrap(text: str, indent: str) -> str:
     return "\n".join(
         textwrap.fill(
             paragraph,

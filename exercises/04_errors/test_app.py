@@ -18,7 +18,14 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autograder.expect import describe, expect_equal, expect_json, expect_status, shown
+from autograder.expect import (
+    describe,
+    expect_equal,
+    expect_json,
+    expect_status,
+    shown,
+    shown_body,
+)
 from coursekit.datasets import WINE_FEATURES, load_wine
 from coursekit.models import LoadedModel, load_model
 
@@ -270,7 +277,7 @@ def test_random_bodies_never_cause_a_500(app):
             if response.status_code != 422:
                 raise AssertionError(
                     f"{describe(response)} answered {response.status_code}: a bad body is a "
-                    f"422, never a {response.status_code}. Body: {shown(response.text)}"
+                    f"422, never a {response.status_code}. Body: {shown_body(response.text)}"
                 )
             expect_error(response, 422, "validation_error")
 

@@ -17,7 +17,13 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from autograder.expect import expect_equal, expect_status, expect_validation_error, shown
+from autograder.expect import (
+    expect_equal,
+    expect_status,
+    expect_validation_error,
+    shown,
+    shown_body,
+)
 from coursekit.llm import GatedLM, get_model
 
 QUESTION = "How does a model stream tokens to a client?"
@@ -119,7 +125,7 @@ def test_the_stream_is_served_as_text_event_stream(client):
     )
     if not parse_sse(response.text):
         raise AssertionError(
-            f"POST /chat/stream answered no SSE events. Body: {shown(response.text)}"
+            f"POST /chat/stream answered no SSE events. Body: {shown_body(response.text)}"
         )
 
 
