@@ -26,11 +26,13 @@ import hashlib
 import json
 import os
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from coursekit.training import TRAINERS, ModelMetadata, library_versions, save_model
 
@@ -81,6 +83,64 @@ _build_lock = threading.Lock()
 # the same bytes always give the same pipeline, and a changed file is parsed anew.
 _parsed: dict[str, Pipeline] = {}
 _parsed_lock = threading.Lock()
+
+
+# While `record_batches()` is active: per model name, the rows of each call that a
+# pipeline loaded during it received (predict, predict_proba, transform, ...).
+_recorded: dict[str, list[int]] | None = None
+_recorded_lock = threading.Lock()
+RECORDED_METHODS = (
+    "predict",
+    "predict_proba",
+    "predict_log_proba",
+    "transform",
+    "decision_function",
+)
+
+
+@contextmanager
+def record_batches() -> Iterator[dict[str, list[int]]]:
+    """Record how many rows each model call receives, for pipelines loaded meanwhile.
+
+        with record_batches() as batches:
+            ...  # start the app (it calls load_model), send requests
+        batches["tickets"]  # e.g. [1, 8]: one call with one row, one with eight
+
+    A test can so tell one call per batch from one call per row, or see the batch
+    sizes a micro-batcher formed, through the model itself rather than a stopwatch.
+    """
+    global _recorded
+    with _recorded_lock:
+        if _recorded is not None:
+            raise RuntimeError("record_batches() is already active")
+        _recorded = defaultdict(list)
+        batches = _recorded
+    try:
+        yield batches
+    finally:
+        with _recorded_lock:
+            _recorded = None
+
+
+def _recording(name: str, pipeline: Pipeline) -> Pipeline:
+    """`pipeline`, whose calls append their row counts to the active recording."""
+    batches = _recorded
+    if batches is None:
+        return pipeline
+    for method in RECORDED_METHODS:
+        if not hasattr(pipeline, method):
+            continue
+        original = getattr(pipeline, method)
+
+        def recorded(inputs: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with _recorded_lock:
+                batches[name].append(len(inputs))
+            return _original(inputs, *args, **kwargs)
+
+        # On the instance only: the class, and every pipeline loaded without a
+        # recording, stay untouched.
+        setattr(pipeline, method, recorded)
+    return pipeline
 
 
 def available_models() -> list[str]:
@@ -192,7 +252,7 @@ def load_model(name: str, directory: str | Path | None = None) -> LoadedModel:
         path = _cached_artifact(name)
     else:
         path = Path(directory) / f"{name}.skops"
-    pipeline = load_artifact(path)
+    pipeline = _recording(name, load_artifact(path))
     metadata: ModelMetadata = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     with _load_counts_lock:
         _load_counts[name] += 1

@@ -231,3 +231,16 @@ def test_concurrent_first_use_builds_one_consistent_artifact(
     for model in loaded[1:]:
         assert model.path == loaded[0].path
         assert np.array_equal(model.pipeline.predict_proba(features), expected)
+
+
+def test_record_batches_counts_the_rows_of_each_call_of_pipelines_loaded_meanwhile() -> None:
+    before = load_model("tickets")
+    with models.record_batches() as batches:
+        during = load_model("tickets")
+        during.pipeline.predict_proba(["one", "two", "three"])
+        during.pipeline.predict(["four"])
+        before.pipeline.predict(["not recorded: loaded before"])
+    after = load_model("tickets")
+    after.pipeline.predict(["not recorded: loaded after"])
+    assert batches == {"tickets": [3, 1]}
+    assert during.pipeline.predict(["same answers"]) == after.pipeline.predict(["same answers"])
