@@ -14,6 +14,24 @@ from autograder.expect import (
 )
 
 SENTENCE = "The cat saw the other cat and the dog"
+# The example of the README, and its answer.
+README_TEXT = "The cat saw the other cat"
+README_ANSWER = {
+    "characters": 25,
+    "words": 6,
+    "unique_words": 4,
+    "top_words": [{"word": "cat", "count": 2}, {"word": "the", "count": 2}],
+}
+
+
+def expect_whole_numbers(body: dict, what: str) -> None:
+    """Every count in an answer is a JSON integer (`25`), not a float (`25.0`)."""
+    counts = {key: body.get(key) for key in ("characters", "words", "unique_words")}
+    for index, item in enumerate(body.get("top_words", [])):
+        counts[f"top_words[{index}].count"] = item.get("count")
+    for key, value in counts.items():
+        if type(value) is not int:
+            raise AssertionError(f"{what}: {key} should be an integer, got {value!r}.")
 
 
 def test_health_returns_ok(client):
@@ -26,6 +44,11 @@ def test_analyze_counts_characters_and_words(client):
     expect_fields(
         body, {"characters": 24, "words": 4}, 'POST /analyze for "Hello,  brave new world!"'
     )
+    # Characters, not bytes (ï is one character, two bytes in UTF-8); a tab and a
+    # newline separate words as a space does.
+    text = "naïve café\tcrème\nbrûlée"
+    body = expect_json(client.post("/analyze", json={"text": text}))
+    expect_fields(body, {"characters": 23, "words": 4}, f"POST /analyze for {text!r}")
 
 
 def test_analyze_response_has_exactly_the_documented_fields(client):
@@ -48,11 +71,55 @@ def test_top_words_are_ranked_by_count_then_alphabetically(client):
     expect_equal(body["top_words"], expected, f'top_words for "{SENTENCE}" (default top=3)')
 
 
+def test_punctuation_stays_part_of_a_word(client):
+    # A word is a piece of text.split(): "stop!" and "stop." are words of their own.
+    text = "Stop! stop stop. Stop"
+    body = expect_json(client.post("/analyze", json={"text": text}))
+    expect_equal(
+        body,
+        {
+            "characters": 21,
+            "words": 4,
+            "unique_words": 3,
+            "top_words": [
+                {"word": "stop", "count": 2},
+                {"word": "stop!", "count": 1},
+                {"word": "stop.", "count": 1},
+            ],
+        },
+        f'POST /analyze for "{text}"',
+    )
+
+
+def test_the_readme_example_is_answered_exactly(client):
+    # Another text first: each answer counts its own text only, nothing from before.
+    expect_json(client.post("/analyze", json={"text": "cat cat cat dog dog bird"}))
+    what = (
+        f'POST /analyze?top=2 for "{README_TEXT}" (sent after one for "cat cat cat dog dog bird")'
+    )
+    body = expect_json(client.post("/analyze?top=2", json={"text": README_TEXT}))
+    expect_equal(body, README_ANSWER, what)
+    expect_whole_numbers(body, what)
+    body = expect_json(client.post("/analyze?top=2", json={"text": README_TEXT}))
+    expect_equal(body, README_ANSWER, f'POST /analyze?top=2 for "{README_TEXT}", sent again')
+
+
 def test_top_query_parameter_limits_the_list(client):
     body = expect_json(client.post("/analyze?top=1", json={"text": SENTENCE}))
     expect_equal(body["top_words"], [{"word": "the", "count": 3}], "top_words with ?top=1")
     body = expect_json(client.post("/analyze?top=10", json={"text": SENTENCE}))
-    expect_equal(len(body["top_words"]), 6, "the number of top_words with ?top=10 (6 distinct)")
+    everything = [
+        {"word": word, "count": count}
+        for word, count in [
+            ("the", 3),
+            ("cat", 2),
+            ("and", 1),
+            ("dog", 1),
+            ("other", 1),
+            ("saw", 1),
+        ]
+    ]
+    expect_equal(body["top_words"], everything, "top_words with ?top=10 (only 6 different words)")
     body = expect_json(client.post("/analyze?top=0", json={"text": SENTENCE}))
     expect_equal(body["top_words"], [], "top_words with ?top=0")
 
@@ -84,6 +151,8 @@ def test_text_of_the_wrong_type_is_a_422(client):
     expect_validation_error(
         client.post("/analyze", json={"text": ["a", "list"]}), loc=["body", "text"]
     )
+    # null is not a string either: `text` may be empty, never missing or null.
+    expect_validation_error(client.post("/analyze", json={"text": None}), loc=["body", "text"])
 
 
 def test_a_body_that_is_not_json_is_a_422(client):
@@ -98,6 +167,11 @@ def test_top_must_be_a_whole_number(client):
     expect_json(client.post("/analyze?top=2", json={"text": "a valid request first"}))
     expect_validation_error(
         client.post("/analyze?top=many", json={"text": "hi"}),
+        loc=["query", "top"],
+        error_type="int_parsing",
+    )
+    expect_validation_error(
+        client.post("/analyze?top=2.5", json={"text": "hi"}),
         loc=["query", "top"],
         error_type="int_parsing",
     )

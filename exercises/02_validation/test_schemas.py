@@ -37,7 +37,7 @@ FEATURE_BOUNDS = {
     "proline": 3000,
 }
 
-# Two real wines of scikit-learn's wine data set.
+# Three real wines of scikit-learn's wine data set (a class_0, a class_1, a class_2 wine).
 WINE = {
     "alcohol": 14.23,
     "malic_acid": 1.71,
@@ -68,7 +68,28 @@ OTHER_WINE = {
     "od280_od315_of_diluted_wines": 1.82,
     "proline": 520,
 }
+THIRD_WINE = {
+    "alcohol": 12.86,
+    "malic_acid": 1.35,
+    "ash": 2.32,
+    "alcalinity_of_ash": 18,
+    "magnesium": 122,
+    "total_phenols": 1.51,
+    "flavanoids": 1.25,
+    "nonflavanoid_phenols": 0.21,
+    "proanthocyanins": 0.94,
+    "color_intensity": 4.1,
+    "hue": 0.76,
+    "od280_od315_of_diluted_wines": 1.29,
+    "proline": 630,
+}
 TICKET = {"text": "I was charged twice for my subscription, please refund me."}
+# One ticket for each team, and the team app.py's stand-in model sends it to.
+TEAM_TICKETS = {
+    "account": "I forgot my password and cannot login to my account",
+    "shipping": "My package has not arrived and the tracking page is empty",
+    "technical": "The app crashes with an error since the last update",
+}
 
 
 def post_raw_json(client: Any, url: str, body: dict[str, Any]) -> Any:
@@ -97,16 +118,43 @@ def test_ticket_prediction_has_exactly_the_documented_fields(client):
     expect_prediction(body, TICKET_LABELS, "POST /tickets/predict")
     body = expect_json(client.post("/tickets/predict", json={**TICKET, "language": "en"}))
     expect_prediction(body, TICKET_LABELS, 'POST /tickets/predict with "language": "en"')
+    # The README's example, exactly.
+    text = "I was charged twice, please refund me."
+    body = expect_json(client.post("/tickets/predict", json={"text": text}))
+    expect_equal(
+        body, {"label": "billing", "confidence": 0.5}, f'POST /tickets/predict for "{text}"'
+    )
+    # Every team is a label a prediction can carry.
+    for team, text in TEAM_TICKETS.items():
+        body = expect_json(client.post("/tickets/predict", json={"text": text}))
+        expect_prediction(body, TICKET_LABELS, f'POST /tickets/predict for "{text}"')
+        expect_equal(body["label"], team, f'the label for "{text}"')
 
 
 def test_wine_predictions_have_exactly_the_documented_fields(client):
     body = expect_json(client.post("/wine/predict", json=WINE))
     expect_prediction(body, WINE_CLASSES, "POST /wine/predict")
-    body = expect_json(client.post("/wine/predict/batch", json={"instances": [WINE, OTHER_WINE]}))
+    wines = [THIRD_WINE, WINE, OTHER_WINE]
+    singles = []
+    for index, wine in enumerate(wines):
+        prediction = expect_json(client.post("/wine/predict", json=wine))
+        expect_prediction(prediction, WINE_CLASSES, f"POST /wine/predict for wine {index}")
+        singles.append(prediction)
+    expect_equal(
+        sorted(prediction["label"] for prediction in singles),
+        WINE_CLASSES,
+        "the labels of a class_0, a class_1 and a class_2 wine",
+    )
+    body = expect_json(client.post("/wine/predict/batch", json={"instances": wines}))
     expect_exact_keys(body, ["predictions"], "POST /wine/predict/batch")
-    expect_equal(len(body["predictions"]), 2, "the number of predictions for 2 instances")
+    expect_equal(len(body["predictions"]), 3, "the number of predictions for 3 instances")
     for index, prediction in enumerate(body["predictions"]):
         expect_prediction(prediction, WINE_CLASSES, f"POST /wine/predict/batch, prediction {index}")
+    expect_equal(
+        body["predictions"],
+        singles,
+        "the batch's predictions, one per instance in order (as POST /wine/predict answers each)",
+    )
 
 
 # -- the ticket's constraints ----------------------------------------------------------
@@ -125,10 +173,37 @@ def test_empty_or_blank_text_is_a_422(client):
     )
 
 
+def test_text_is_a_required_string(client):
+    expect_json(client.post("/tickets/predict", json=TICKET))
+    expect_validation_error(
+        client.post("/tickets/predict", json={"language": "en"}),
+        loc=["body", "text"],
+        error_type="missing",
+    )
+    for not_a_string in (42, None, ["a", "list"]):
+        expect_validation_error(
+            client.post("/tickets/predict", json={"text": not_a_string}), ["body", "text"]
+        )
+
+
 def test_too_long_text_is_a_422(client):
     expect_json(client.post("/tickets/predict", json={"text": "a" * MAX_TEXT_LENGTH}))
     expect_validation_error(
         client.post("/tickets/predict", json={"text": "a" * (MAX_TEXT_LENGTH + 1)}),
+        loc=["body", "text"],
+        error_type="string_too_long",
+    )
+    # The length is counted once the surrounding whitespace is stripped.
+    padded = "  " + "a" * MAX_TEXT_LENGTH + " \n"
+    response = client.post("/tickets/predict", json={"text": padded})
+    if response.status_code != 200:
+        raise AssertionError(
+            f"POST /tickets/predict with {MAX_TEXT_LENGTH} characters between surrounding "
+            f"spaces answered {response.status_code}, expected 200: stripped, the text is "
+            f"{MAX_TEXT_LENGTH} characters long. Response body: {response.text[:300]}"
+        )
+    expect_validation_error(
+        client.post("/tickets/predict", json={"text": " " + "a" * (MAX_TEXT_LENGTH + 1) + " "}),
         loc=["body", "text"],
         error_type="string_too_long",
     )
@@ -141,6 +216,12 @@ def test_unsupported_language_is_a_422(client):
         loc=["body", "language"],
         error_type="literal_error",
     )
+    # "en" only: not another spelling of it, and not null (leave the field out instead).
+    for language in ("EN", None):
+        expect_validation_error(
+            client.post("/tickets/predict", json={**TICKET, "language": language}),
+            loc=["body", "language"],
+        )
 
 
 # -- the wine's constraints ------------------------------------------------------------
@@ -150,6 +231,9 @@ def test_out_of_range_feature_is_a_422(client):
     # The bounds themselves are valid: all zeros, and every feature at its maximum.
     expect_json(client.post("/wine/predict", json=dict.fromkeys(FEATURE_BOUNDS, 0)))
     expect_json(client.post("/wine/predict", json=FEATURE_BOUNDS))
+    # Every feature is a float: a fraction is valid in each one, magnesium and proline too.
+    fractions = {feature: upper / 2 + 0.25 for feature, upper in FEATURE_BOUNDS.items()}
+    expect_json(client.post("/wine/predict", json=fractions))
     for feature, upper in FEATURE_BOUNDS.items():
         error = expect_validation_error(
             client.post("/wine/predict", json={**WINE, feature: upper + 0.01}),
@@ -166,7 +250,7 @@ def test_out_of_range_feature_is_a_422(client):
 
 def test_missing_feature_is_a_422(client):
     expect_json(client.post("/wine/predict", json=WINE))
-    for feature in ("alcohol", "proline"):
+    for feature in FEATURE_BOUNDS:
         incomplete = {name: value for name, value in WINE.items() if name != feature}
         expect_validation_error(
             client.post("/wine/predict", json=incomplete),
@@ -177,12 +261,14 @@ def test_missing_feature_is_a_422(client):
 
 def test_nan_and_infinity_are_a_422(client):
     expect_json(post_raw_json(client, "/wine/predict", WINE))
-    for feature, value in (("hue", "nan"), ("alcohol", "inf"), ("magnesium", "-inf")):
-        expect_validation_error(
-            post_raw_json(client, "/wine/predict", {**WINE, feature: float(value)}),
-            loc=["body", feature],
-            error_type="finite_number",
-        )
+    # Every feature, every non-finite value.
+    for feature in FEATURE_BOUNDS:
+        for value in ("nan", "inf", "-inf"):
+            expect_validation_error(
+                post_raw_json(client, "/wine/predict", {**WINE, feature: float(value)}),
+                loc=["body", feature],
+                error_type="finite_number",
+            )
 
 
 def test_batch_must_hold_1_to_100_instances(client):

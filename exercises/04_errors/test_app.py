@@ -10,10 +10,12 @@ AND the error body: {"error": {"code": ..., "message": ..., "details": [...]}}.
 """
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -77,6 +79,11 @@ def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     details = error["details"]
     if not isinstance(details, list):
         raise AssertionError(f"{what}: error.details must be a list; got {shown(details)}.")
+    if status != 422 and details != []:
+        raise AssertionError(
+            f"{what}: error.details must be empty ([]) for an error that is not a validation "
+            f"error; got {shown(details)}."
+        )
     for detail in details:
         if not isinstance(detail, dict) or sorted(detail) != sorted(DETAIL_FIELDS):
             raise AssertionError(
@@ -131,6 +138,29 @@ def test_wrong_types_and_blank_text_are_422s(client):
     expect_equal(len(error), 3, "the number of fields of a detail")
 
 
+def test_each_problem_gets_its_own_detail(client):
+    expect_json(client.post("/wine/predict", json=a_wine()))
+    wine = {**a_wine(), "ash": "x", "hue": None}
+    del wine["alcohol"]
+    response = client.post("/wine/predict", json=wine)
+    error = expect_error(response, 422, "validation_error")
+    expected = [
+        {"loc": ["body", "alcohol"], "message": "Field required", "type": "missing"},
+        {
+            "loc": ["body", "ash"],
+            "message": "Input should be a valid number, unable to parse string as a number",
+            "type": "float_parsing",
+        },
+        {"loc": ["body", "hue"], "message": "Input should be a valid number", "type": "float_type"},
+    ]
+    # In any order: one detail per problem, each with the error's own loc, msg and type.
+    expect_equal(
+        sorted(error["details"], key=json.dumps),
+        sorted(expected, key=json.dumps),
+        f"the details of {describe(response)}",
+    )
+
+
 def test_empty_and_oversized_batches_are_422s(client):
     tickets = [{"text": f"ticket number {index}"} for index in range(MAX_BATCH)]
     body = expect_json(client.post("/tickets/predict/batch", json={"instances": tickets}))
@@ -153,6 +183,14 @@ def test_nan_and_infinity_are_422s_not_500s(app):
             expect_invalid(
                 post_raw(client, "/wine/predict", bad), ["body", "alcohol"], "finite_number"
             )
+        # Every one of the 13 features, not only the first: json.dumps writes these floats
+        # as the bare tokens NaN, Infinity and -Infinity.
+        for feature in WINE_FEATURES:
+            for value in (float("nan"), float("inf"), float("-inf")):
+                bad = json.dumps({**a_wine(), feature: value}).encode()
+                expect_invalid(
+                    post_raw(client, "/wine/predict", bad), ["body", feature], "finite_number"
+                )
         nan_hue = wine.replace('"hue": 1.04', '"hue": NaN')
         batch = f'{{"instances": [{wine}, {nan_hue}]}}'
         expect_invalid(
@@ -179,30 +217,64 @@ def test_http_errors_have_the_same_shape(client):
     expect_equal(response.headers.get("allow"), "POST", "the Allow header of the 405")
 
 
+def test_any_other_http_error_has_the_same_shape(app):
+    # Two routes added for this test only, raising what a route of yours might raise.
+    def conflict() -> None:
+        raise HTTPException(409, "This ticket is already being routed.", {"Retry-After": "5"})
+
+    def missing() -> None:
+        raise HTTPException(404, "No ticket has this id.")
+
+    app.add_api_route("/test-only/conflict", conflict, methods=["POST"])
+    app.add_api_route("/test-only/missing", missing, methods=["GET"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        expect_json(client.post("/tickets/predict", json=TICKET))
+        response = client.post("/test-only/conflict")
+        expect_error(response, 409, "http_error")
+        expect_equal(response.headers.get("retry-after"), "5", "the Retry-After header of the 409")
+        expect_error(client.get("/test-only/missing"), 404, "not_found")
+
+
 def test_predicting_before_start_up_is_a_503(app):
     with TestClient(app) as client:
         expect_json(client.post("/tickets/predict", json=TICKET))
     # Without `with`, the lifespan never runs: no model is loaded.
     client = TestClient(app, raise_server_exceptions=False)
-    for path, body in (("/tickets/predict", TICKET), ("/wine/predict", a_wine())):
+    for path, body in (
+        ("/tickets/predict", TICKET),
+        ("/tickets/predict/batch", {"instances": [TICKET]}),
+        ("/wine/predict", a_wine()),
+        ("/wine/predict/batch", {"instances": [a_wine()]}),
+    ):
         error = expect_error(client.post(path, json=body), 503, "model_not_loaded")
         expect_equal(error["details"], [], f"the details of the 503 of {path}")
+    expect_error(client.get("/models/tickets"), 503, "model_not_loaded")
     expect_error(client.get("/models/wine"), 503, "model_not_loaded")
     # Bad input is still the client's fault, model or no model.
     expect_invalid(client.post("/tickets/predict", json={"text": ""}), ["body", "text"])
 
 
-def test_a_model_that_fails_to_load_is_a_503_not_a_crash(exercise):
+class ModelFileCorrupt(Exception):
+    """Not an OSError nor a ValueError: any exception a load raises must be survived."""
+
+
+def failing_app(exercise: Any, failing: str, error: Exception) -> Any:
+    """Your app, freshly imported, whose `load_model` raises `error` for the model `failing`."""
     module = exercise("app")
     real_load_model = module.load_model
 
     def load_model(name: str) -> LoadedModel:
-        if name == "wine":
-            raise OSError("wine.skops: no such file")
+        if name == failing:
+            raise error
         return real_load_model(name)
 
     module.load_model = load_model  # your lifespan calls this one
-    with TestClient(module.app, raise_server_exceptions=False) as client:
+    return module.app
+
+
+def test_a_model_that_fails_to_load_is_a_503_not_a_crash(exercise):
+    app = failing_app(exercise, "wine", OSError("wine.skops: no such file"))
+    with TestClient(app, raise_server_exceptions=False) as client:
         expect_json(client.post("/tickets/predict", json=TICKET))
         health = expect_json(client.get("/health"))
         expect_equal(
@@ -211,6 +283,33 @@ def test_a_model_that_fails_to_load_is_a_503_not_a_crash(exercise):
         expect_error(client.post("/wine/predict", json=a_wine()), 503, "model_not_loaded")
         batch = {"instances": [a_wine()]}
         expect_error(client.post("/wine/predict/batch", json=batch), 503, "model_not_loaded")
+    # Another model, another kind of failure: start-up still goes on.
+    app = failing_app(exercise, "tickets", ModelFileCorrupt("tickets.skops: not a skops file"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        expect_json(client.post("/wine/predict", json=a_wine()))
+        health = expect_json(client.get("/health"))
+        expect_equal(
+            health.get("models"),
+            {"tickets": False, "wine": True},
+            "/health after tickets failed with an exception that is not an OSError",
+        )
+        expect_error(client.post("/tickets/predict", json=TICKET), 503, "model_not_loaded")
+        batch = {"instances": [TICKET]}
+        expect_error(client.post("/tickets/predict/batch", json=batch), 503, "model_not_loaded")
+        expect_error(client.get("/models/tickets"), 503, "model_not_loaded")
+        expect_json(client.get("/models/wine"))
+
+
+def test_a_model_that_fails_to_load_is_logged(exercise, caplog):
+    app = failing_app(exercise, "wine", OSError("wine.skops: no such file"))
+    with caplog.at_level(logging.WARNING), TestClient(app, raise_server_exceptions=False):
+        pass
+    if not any(record.levelno >= logging.WARNING for record in caplog.records):
+        raise AssertionError(
+            "Start-up with a wine model that fails to load (OSError: wine.skops: no such "
+            "file) logged nothing at level WARNING or above. Log the failure (for instance "
+            "logger.exception(...)) before going on without that model."
+        )
 
 
 def test_a_declared_body_over_the_limit_is_a_413(client):

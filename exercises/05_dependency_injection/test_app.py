@@ -10,6 +10,7 @@ Errors come in step 04's error body, {"error": {"code": ..., "message": ..., "de
 its handlers are given in app.py, so an HTTPException you raise is answered in it.
 """
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -48,7 +49,6 @@ WINE = {
     "od280_od315_of_diluted_wines": 3.4,
     "proline": 1050.0,
 }
-TOLERANCE = 1e-6
 
 
 class Service:
@@ -73,7 +73,7 @@ class Service:
             if not tables:
                 return []
             rows = connection.execute(
-                "SELECT model, input, output, latency_ms FROM predictions ORDER BY id"
+                "SELECT id, model, input, output, latency_ms FROM predictions ORDER BY id"
             ).fetchall()
         return [dict(row) for row in rows]
 
@@ -142,9 +142,48 @@ def expected_ticket(text: str) -> tuple[str, float]:
     return REFERENCE["tickets"].classes[int(row.argmax())], float(row.max())
 
 
-def expect_close(actual: Any, expected: float, what: str) -> None:
-    if not isinstance(actual, int | float) or abs(actual - expected) > TOLERANCE:
-        raise AssertionError(f"{what}: expected {expected}, got {actual!r}.")
+def on_an_event_loop() -> bool:
+    """Whether the calling thread is running an event loop (an `async def` route's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class FakePipeline:
+    """Gives `label` the probability `top` for every input: no real model answers that.
+
+    It notes, for each call, whether it ran on the event loop's thread.
+    """
+
+    def __init__(self, classes: list[str], label: str, top: float) -> None:
+        self.classes, self.label, self.top = classes, label, top
+        self.on_the_loop: list[bool] = []
+
+    def predict_proba(self, inputs: list[Any]) -> np.ndarray:
+        self.on_the_loop.append(on_an_event_loop())
+        rest = (1 - self.top) / (len(self.classes) - 1)
+        row = [self.top if label == self.label else rest for label in self.classes]
+        return np.array([row] * len(inputs))
+
+    def predict(self, inputs: list[Any]) -> np.ndarray:
+        self.on_the_loop.append(on_an_event_loop())
+        return np.array([self.label] * len(inputs))
+
+
+def fake_model(name: str, label: str, top: float) -> tuple[LoadedModel, FakePipeline]:
+    """A LoadedModel called `name` whose pipeline is a FakePipeline, version "9.9.9-fake"."""
+    reference = REFERENCE[name]
+    pipeline = FakePipeline(reference.classes, label, top)
+    metadata = {**reference.metadata, "version": "9.9.9-fake"}
+    model = LoadedModel(name=name, pipeline=pipeline, metadata=metadata, path=Path("fake"))  # type: ignore[arg-type]
+    return model, pipeline
+
+
+def registry_of(models: dict[str, LoadedModel]) -> Any:
+    """An override for get_registry that answers `models`."""
+    return lambda: models
 
 
 # --- Settings ------------------------------------------------------------------------------
@@ -152,11 +191,12 @@ def expect_close(actual: Any, expected: float, what: str) -> None:
 
 def test_settings_come_from_the_environment(exercise, monkeypatch, tmp_path):
     database = tmp_path / "from-env.sqlite3"
-    monkeypatch.setenv("PREDICTOR_API_KEYS", json.dumps([KEY]))
+    monkeypatch.setenv("PREDICTOR_API_KEYS", json.dumps([KEY, OTHER_KEY]))
     monkeypatch.setenv("PREDICTOR_DATABASE_PATH", str(database))
     module = exercise("app")
     with TestClient(module.app) as client:
-        expect_json(client.post("/embed", json={"texts": ["hello"]}, headers=bearer(KEY)))
+        for key in (KEY, OTHER_KEY):
+            expect_json(client.post("/embed", json={"texts": ["hello"]}, headers=bearer(key)))
         expect_json(client.post("/tickets/predict", json={"text": TEXTS[0]}))
     service = Service(module, database, [])
     expect_equal(
@@ -164,6 +204,30 @@ def test_settings_come_from_the_environment(exercise, monkeypatch, tmp_path):
         1,
         "the predictions logged in the file named by PREDICTOR_DATABASE_PATH",
     )
+
+
+def test_settings_are_read_when_first_needed_not_at_import(exercise, monkeypatch, tmp_path):
+    monkeypatch.delenv("PREDICTOR_API_KEYS", raising=False)
+    monkeypatch.setenv("PREDICTOR_DATABASE_PATH", str(tmp_path / "late.sqlite3"))
+    module = exercise("app")
+    # Set after the import, before the first request: only settings read late see it.
+    monkeypatch.setenv("PREDICTOR_API_KEYS", json.dumps([KEY]))
+    with TestClient(module.app) as client:
+        response = client.post("/embed", json={"texts": ["hello"]}, headers=bearer(KEY))
+        if response.status_code == 401:
+            raise AssertionError(
+                "PREDICTOR_API_KEYS was set after app.py was imported and before the first "
+                f"request, yet {describe(response)} answered 401: the settings were read at "
+                "import. Build Settings() inside get_settings, never at the top of app.py."
+            )
+        expect_json(response)
+    first = module.get_settings()
+    monkeypatch.setenv("PREDICTOR_API_KEYS", json.dumps([OTHER_KEY]))
+    if module.get_settings() is not first:
+        raise AssertionError(
+            "Two calls of get_settings() returned two different Settings: it must build "
+            "them on its first call and return that same object afterwards (@lru_cache)."
+        )
 
 
 # --- The model registry --------------------------------------------------------------------
@@ -206,27 +270,57 @@ def test_the_registry_loads_each_model_once(service):
 
 
 def test_an_overridden_model_is_the_one_used(service, client):
-    class FakePipeline:
-        """Says `account` with 0.55 for every text: no real model answers that."""
-
-        def predict_proba(self, inputs: list[Any]) -> np.ndarray:
-            row = [0.55 if label == "account" else 0.15 for label in REFERENCE["tickets"].classes]
-            return np.array([row] * len(inputs))
-
-        def predict(self, inputs: list[Any]) -> np.ndarray:
-            return np.array(["account"] * len(inputs))
-
-    fake = LoadedModel(
-        name="tickets",
-        pipeline=FakePipeline(),
-        metadata=REFERENCE["tickets"].metadata,
-        path=Path("fake"),
-    )
-    registry = {"tickets": fake, "wine": REFERENCE["wine"]}
-    service.app.dependency_overrides[service.module.get_registry] = lambda: registry
+    tickets, _ = fake_model("tickets", "account", 0.55)
+    wine, _ = fake_model("wine", "class_2", 0.61)
+    overrides = service.app.dependency_overrides
+    overrides[service.module.get_registry] = registry_of({"tickets": tickets, "wine": wine})
     body = expect_json(client.post("/tickets/predict", json={"text": "I was charged twice"}))
-    expect_equal(body.get("label"), "account", "the label from the fake model put in the registry")
-    expect_close(body.get("confidence"), 0.55, "the confidence from the fake model")
+    expect_fields_of(body, {"label": "account", "confidence": 0.55}, "the fake ticket model")
+    body = expect_json(client.post("/wine/predict", json=WINE))
+    expect_fields_of(body, {"label": "class_2", "confidence": 0.61}, "the fake wine model")
+    for name in ("tickets", "wine"):
+        body = expect_json(client.get(f"/models/{name}"))
+        expect_equal(
+            body.get("version"), "9.9.9-fake", f"GET /models/{name}: the version of the fake"
+        )
+
+
+def expect_fields_of(body: Any, expected: dict[str, Any], model: str) -> None:
+    """The label and confidence of an answer are those of the fake `model` (exactly)."""
+    got = {field: body.get(field) for field in expected} if isinstance(body, dict) else body
+    expect_equal(got, expected, f"the answer when the registry holds {model}")
+
+
+def test_a_model_the_registry_lacks_is_a_503(service, client):
+    requests = {
+        "tickets": ("/tickets/predict", {"text": TEXTS[0]}),
+        "wine": ("/wine/predict", WINE),
+    }
+    for missing, kept in (("tickets", "wine"), ("wine", "tickets")):
+        registry = {kept: REFERENCE[kept]}
+        service.app.dependency_overrides[service.module.get_registry] = registry_of(registry)
+        path, body = requests[missing]
+        expect_error(client.post(path, json=body), 503, "model_not_loaded")
+        path, body = requests[kept]
+        expect_json(client.post(path, json=body))
+
+
+def test_the_models_run_off_the_event_loop(service, client):
+    tickets, ticket_pipeline = fake_model("tickets", "account", 0.55)
+    wine, wine_pipeline = fake_model("wine", "class_2", 0.61)
+    overrides = service.app.dependency_overrides
+    overrides[service.module.get_registry] = registry_of({"tickets": tickets, "wine": wine})
+    expect_json(client.post("/tickets/predict", json={"text": TEXTS[0]}))
+    expect_json(client.post("/wine/predict", json=WINE))
+    for path, pipeline in (("/tickets/predict", ticket_pipeline), ("/wine/predict", wine_pipeline)):
+        if not pipeline.on_the_loop:
+            raise AssertionError(f"POST {path} never called the model that get_registry gave it.")
+        if any(pipeline.on_the_loop):
+            raise AssertionError(
+                f"POST {path} ran the model on the event loop (in an `async def` route): no "
+                "other request is answered while it computes. Keep the route a plain `def`: "
+                "FastAPI runs it in its threadpool."
+            )
 
 
 # --- API keys ------------------------------------------------------------------------------
@@ -253,6 +347,9 @@ def test_embed_with_a_wrong_key_is_a_401(client):
 
 
 def test_embed_with_the_right_key_returns_the_embeddings(client):
+    for texts in ([], [f"text {n}" for n in range(65)]):
+        response = client.post("/embed", json={"texts": texts}, headers=bearer(KEY))
+        expect_invalid(response, ["body", "texts"])
     response = client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY))
     body = expect_json(response)
     expect_equal(body.get("dimension"), EMBEDDING_DIMENSION, "the `dimension` of POST /embed")
@@ -260,11 +357,32 @@ def test_embed_with_the_right_key_returns_the_embeddings(client):
     expect_equal(isinstance(vectors, list) and len(vectors), len(TEXTS), "the number of embeddings")
     for text, vector, expected in zip(TEXTS, vectors, embed(TEXTS, model=EMBEDDER), strict=True):
         expect_equal(len(vector), EMBEDDING_DIMENSION, f'the length of the vector of "{text}"')
-        if max(abs(a - b) for a, b in zip(vector, expected, strict=True)) > TOLERANCE:
+        # Same model, same floats: equal exactly (JSON keeps every digit of a float).
+        if vector != expected:
             raise AssertionError(
                 f'the embedding of "{text}" differs from coursekit.embeddings.embed: '
-                f"expected {expected[:3]}..., got {vector[:3]}..."
+                f"expected {expected[:3]}..., got {vector[:3]}... (do not round them)"
             )
+
+
+def test_embed_uses_the_embedder_it_is_given(service, client):
+    class FakeEmbedder:
+        """Every text becomes 0.25 in each dimension: no real embedding looks like that."""
+
+        def transform(self, texts: list[str]) -> np.ndarray:
+            return np.full((len(texts), EMBEDDING_DIMENSION), 0.25)
+
+    fake = LoadedModel(
+        name="embedder", pipeline=FakeEmbedder(), metadata=EMBEDDER.metadata, path=Path("fake")
+    )  # type: ignore[arg-type]
+    service.app.dependency_overrides[service.module.get_embedder] = lambda: fake
+    body = expect_json(client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY)))
+    expect_equal(
+        body.get("embeddings"),
+        [[0.25] * EMBEDDING_DIMENSION] * len(TEXTS),
+        "the embeddings when get_embedder gives a fake embedder (use embed(texts, "
+        "model=embedder) with the embedder of EmbedderDep, not the shared default)",
+    )
 
 
 def test_every_configured_key_is_accepted(exercise, tmp_path):
@@ -276,6 +394,16 @@ def test_every_configured_key_is_accepted(exercise, tmp_path):
         expect_unauthorized(response, "POST /embed with a key that is not configured")
 
 
+def test_with_no_key_configured_every_request_is_refused(exercise, tmp_path):
+    service = Service(exercise("app"), tmp_path / "log.sqlite3", [])
+    with TestClient(service.app) as client:
+        for what, headers in {"no key": {}, "a key": bearer(KEY)}.items():
+            response = client.post("/embed", json={"texts": ["hello"]}, headers=headers)
+            expect_unauthorized(response, f"POST /embed with {what}, while no key is configured")
+        response = client.get("/predictions", headers=bearer(KEY))
+        expect_unauthorized(response, "GET /predictions with a key, while no key is configured")
+
+
 # --- The prediction log -----------------------------------------------------------------
 
 
@@ -285,12 +413,12 @@ def test_each_prediction_is_logged_in_the_database(service, client):
     rows = service.log_rows()
     expect_equal(len(rows), len(TEXTS) + 1, "the rows in the predictions table after 4 predictions")
     for text, answer, row in zip(TEXTS, answers, rows, strict=False):
+        label, confidence = expected_ticket(text)
+        expected = {"label": label, "confidence": confidence}
+        expect_equal(answer, expected, f'the answer of POST /tickets/predict for "{text}"')
         expect_equal(row["model"], "tickets", f'the `model` logged for "{text}"')
         expect_equal(json.loads(row["input"]).get("text"), text, f'the `input` logged for "{text}"')
-        output = json.loads(row["output"])
-        expect_equal(output.get("label"), answer["label"], f'the label logged for "{text}"')
-        expect_close(output.get("confidence"), answer["confidence"], f'the confidence of "{text}"')
-        expect_equal(expected_ticket(text)[0], answer["label"], f'the label for "{text}"')
+        expect_equal(json.loads(row["output"]), answer, f'the `output` logged for "{text}"')
     wine_row = rows[-1]
     expect_equal(wine_row["model"], "wine", "the `model` logged for the wine")
     logged_wine = json.loads(wine_row["input"])
@@ -302,7 +430,15 @@ def test_each_prediction_is_logged_in_the_database(service, client):
             raise AssertionError(f"latency_ms must be a number of milliseconds, got {latency!r}.")
 
 
-def test_the_log_endpoint_returns_the_latest_predictions(client):
+def logged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the log as GET /predictions shows them: input and output decoded."""
+    return [
+        {**row, "input": json.loads(row["input"]), "output": json.loads(row["output"])}
+        for row in rows
+    ]
+
+
+def test_the_log_endpoint_returns_the_latest_predictions(service, client):
     for text in TEXTS:
         expect_json(client.post("/tickets/predict", json={"text": text}))
     body = expect_json(client.get("/predictions?limit=2", headers=bearer(KEY)))
@@ -319,14 +455,34 @@ def test_the_log_endpoint_returns_the_latest_predictions(client):
             expected_ticket(entry["input"]["text"])[0],
             "the `output` label of an entry",
         )
+    fields = ("id", "model", "input", "output", "latency_ms")
+    expect_equal(
+        [{field: entry.get(field) for field in fields} for entry in body],
+        logged(service.log_rows())[::-1][:2],
+        "the entries of GET /predictions?limit=2 (the 2 latest rows of the log, newest first)",
+    )
     everything = expect_json(client.get("/predictions", headers=bearer(KEY)))
     expect_equal(len(everything), 3, "the entries of GET /predictions (default limit 20)")
+    # 22 more rows at once: the batch route logs one row per instance.
+    batch = {"instances": [{"text": f"Ticket number {n}"} for n in range(22)]}
+    expect_json(client.post("/tickets/predict/batch", json=batch))
+    newest = [row["id"] for row in service.log_rows()][::-1]
+    default = expect_json(client.get("/predictions", headers=bearer(KEY)))
+    expect_equal(
+        [entry.get("id") for entry in default],
+        newest[:20],
+        "the ids of GET /predictions without a limit, with 25 rows in the log (the 20 latest)",
+    )
     expect_unauthorized(client.get("/predictions"), "GET /predictions without a key")
+    expect_unauthorized(
+        client.get("/predictions", headers=bearer("not-the-key")), "GET /predictions, wrong key"
+    )
 
 
 def test_the_log_limit_is_validated(client):
-    expect_json(client.get("/predictions?limit=100", headers=bearer(KEY)))
-    for limit in (0, 101):
+    for limit in (1, 100):
+        expect_json(client.get(f"/predictions?limit={limit}", headers=bearer(KEY)))
+    for limit in (0, 101, -1, "ten"):
         expect_invalid(
             client.get(f"/predictions?limit={limit}", headers=bearer(KEY)), ["query", "limit"]
         )
@@ -337,15 +493,22 @@ def test_the_connection_is_closed_after_each_request(service, client):
     ConnectionParam = Annotated[sqlite3.Connection, Depends(service.module.get_connection)]
 
     # Two routes added for this test only: they receive your get_connection's connection.
+    def write(connection: sqlite3.Connection, model: str) -> None:
+        connection.execute(
+            "INSERT INTO predictions (model, input, output, latency_ms) VALUES (?, '{}', '{}', 0)",
+            (model,),
+        )
+
     @service.app.get("/test-only/connection")
     def use_connection(connection: ConnectionParam) -> dict[str, int]:
         received.append(connection)
+        write(connection, "test-succeeded")
         return {"one": connection.execute("SELECT 1").fetchone()[0]}
 
     @service.app.get("/test-only/failure")
     def fail_after_using_it(connection: ConnectionParam) -> None:
         received.append(connection)
-        connection.execute("SELECT 1")
+        write(connection, "test-failed")
         raise HTTPException(status_code=409, detail="the route failed on purpose")
 
     expect_json(client.get("/test-only/connection"))
@@ -362,3 +525,11 @@ def test_the_connection_is_closed_after_each_request(service, client):
             f"the connection of the {what} request is still open after its response: close "
             "it after the `yield`, in a `finally` so that a failing route closes it too."
         )
+    models = [row["model"] for row in service.log_rows()]
+    if "test-failed" in models:
+        raise AssertionError(
+            "a route that wrote to the log and then raised had its row committed: commit "
+            "after the `yield` only when the route returned (inside the `try`, not in the "
+            "`finally`), so a failed request logs nothing."
+        )
+    expect_equal(models, ["test-succeeded"] * 2, "the rows written by the 2 routes that returned")

@@ -5,19 +5,21 @@ course.toml. Each test starts simulated model services (`coursekit.upstream`) on
 127.0.0.1, tells your app where they are through the ENSEMBLE_* environment variables,
 imports your app.py afresh, and calls it: in-process with `TestClient`, or under a real
 uvicorn server where concurrency must be real. Overlap and the concurrency bound are
-measured by the upstreams' own counters while the test holds their answers back, never
-by a stopwatch.
+measured by the upstreams' own counters (and the state of the semaphore your get_limiter
+gives) while the test holds their answers back, never by a stopwatch.
 """
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from time import monotonic
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from fastapi import Depends
 from fastapi.testclient import TestClient
 
 from autograder.expect import (
@@ -36,16 +38,39 @@ Configure = Callable[..., Any]
 
 
 @pytest.fixture
-def configured_app(monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]) -> Configure:
+def configured_module(monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]) -> Configure:
     """Set the ENSEMBLE_* variables as an operator would, then import app.py afresh."""
 
     def configure(urls: list[str], *, timeout: float = 5.0, max_in_flight: int = 8) -> Any:
         monkeypatch.setenv("ENSEMBLE_UPSTREAM_URLS", json.dumps(urls))
         monkeypatch.setenv("ENSEMBLE_TIMEOUT", str(timeout))
         monkeypatch.setenv("ENSEMBLE_MAX_IN_FLIGHT", str(max_in_flight))
-        return exercise("app").app
+        return exercise("app")
 
     return configure
+
+
+@pytest.fixture
+def configured_app(configured_module: Configure) -> Configure:
+    """As `configured_module`, but the app itself."""
+    return lambda urls, **settings: configured_module(urls, **settings).app
+
+
+def mounted(apps: dict[str, Any]) -> Any:
+    """One ASGI app serving each of `apps` under its prefix: `/a/predict` is `/predict` of "a".
+
+    Several upstream URLs then share one server (one start, one stop), and one
+    Upstream mounted under several prefixes counts the calls made to all of them.
+    Serve it with `lifespan="off"`.
+    """
+
+    async def router(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        prefix, _, rest = scope["path"].lstrip("/").partition("/")
+        path = "/" + rest
+        routed = {**scope, "path": path, "raw_path": path.encode()}
+        await apps[prefix](routed, receive, send)
+
+    return router
 
 
 @contextmanager
@@ -193,6 +218,33 @@ def test_one_client_reuses_its_connection_across_requests(configured_app: Config
         )
 
 
+def test_the_client_is_closed_at_shutdown(configured_module: Configure) -> None:
+    module = configured_module([f"http://127.0.0.1:{free_port()}"])  # never called
+    seen: list[Any] = []
+
+    # A route added for this test only: it receives your get_client's client.
+    @module.app.get("/test-only/client")
+    async def which_client(client: Annotated[Any, Depends(module.get_client)]) -> dict[str, bool]:
+        seen.append(client)
+        return {"closed": client.is_closed}
+
+    with TestClient(module.app) as client:
+        for _ in range(2):
+            expect_json(client.get("/test-only/client"))
+    expect_equal(len(seen), 2, "the clients that get_client gave 2 requests")
+    if seen[0] is not seen[1]:
+        raise AssertionError(
+            "get_client gave 2 requests 2 different clients: open ONE httpx.AsyncClient in "
+            "lifespan and yield it, so every request shares it."
+        )
+    if not seen[0].is_closed:
+        raise AssertionError(
+            "The shared httpx.AsyncClient is still open after the app shut down: open it "
+            "with `async with httpx.AsyncClient(...) as client:` around the lifespan's "
+            "`yield`, so that shutdown closes it and its connections."
+        )
+
+
 def test_the_combined_label_is_the_majority(configured_app: Configure) -> None:
     upstreams = [make_upstream(name, delay=0.02) for name in ("alpha", "beta", "gamma")]
 
@@ -217,28 +269,55 @@ def test_the_combined_label_is_the_majority(configured_app: Configure) -> None:
     )
 
 
+def totals(predictions: list[dict[str, Any]]) -> dict[str, float]:
+    """The summed score of each label the predictions give."""
+    total: dict[str, float] = {}
+    for prediction in predictions:
+        total[prediction["label"]] = total.get(prediction["label"], 0.0) + prediction["score"]
+    return total
+
+
+def tie_won_on_total(winner_sorts_last: bool) -> Callable[[list[dict[str, Any]]], bool]:
+    """Two votes each; the winner (higher total) sorts last or first of the two labels.
+
+    The loser is seen first and has the top single score: neither "first seen", nor
+    "highest single score", nor (over both patterns) "alphabetical" picks the winner.
+    """
+
+    def wanted(predictions: list[dict[str, Any]]) -> bool:
+        labels = [prediction["label"] for prediction in predictions]
+        if sorted(Counter(labels).values()) != [2, 2]:
+            return False
+        total = totals(predictions)
+        winner = max(total, key=total.__getitem__)
+        loser = min(total, key=total.__getitem__)
+        top = max(predictions, key=lambda prediction: prediction["score"])
+        return (
+            total[winner] > total[loser]
+            and (winner > loser) == winner_sorts_last
+            and labels[0] == loser
+            and top["label"] == loser
+        )
+
+    return wanted
+
+
 def test_a_tie_goes_to_the_higher_total_score(configured_app: Configure) -> None:
-    upstreams = [make_upstream(name, delay=0.02) for name in ("alpha", "beta")]
-
-    def later_label_scores_higher(predictions: list[dict[str, Any]]) -> bool:
-        first, second = predictions
-        # The winner comes second and last alphabetically: neither "first seen" nor
-        # "alphabetical" picks it by accident.
-        return first["label"] < second["label"] and first["score"] < second["score"]
-
-    text = find_text(upstreams, later_label_scores_higher)
-    winner = upstreams[1].prediction(text)
+    upstreams = [make_upstream(name, delay=0.02) for name in ("alpha", "beta", "gamma", "delta")]
+    texts = [find_text(upstreams, tie_won_on_total(last)) for last in (True, False)]
     with (
         running_upstreams(*upstreams) as urls,
         TestClient(configured_app(list(urls.values()))) as client,
     ):
-        body = expect_json(client.post("/ensemble", json={"text": text}))
-    votes = [(entry["label"], entry["score"]) for entry in entries(body)]
-    expect_fields(
-        body,
-        {"label": winner["label"], "votes": 1},
-        f"the combined answer for a one-to-one tie between (label, score) pairs {votes}",
-    )
+        bodies = [expect_json(client.post("/ensemble", json={"text": text})) for text in texts]
+    for text, body in zip(texts, bodies, strict=True):
+        total = totals([upstream.prediction(text) for upstream in upstreams])
+        votes = [(entry["label"], entry["score"]) for entry in entries(body)]
+        expect_fields(
+            body,
+            {"label": max(total, key=total.__getitem__), "votes": 2},
+            f"the combined answer for a two-to-two tie between (label, score) pairs {votes}",
+        )
 
 
 def test_a_slow_upstream_is_cut_off_at_the_timeout(configured_app: Configure) -> None:
@@ -318,39 +397,65 @@ def test_when_every_upstream_fails_the_answer_is_502(configured_app: Configure) 
         )
 
 
-def test_calls_in_flight_stay_within_the_bound(configured_app: Configure) -> None:
+def test_calls_in_flight_stay_within_the_bound(configured_module: Configure) -> None:
+    # One gated upstream behind three URLs: it counts the calls made to all three. Three
+    # requests at once ask it 9 questions; with ENSEMBLE_MAX_IN_FLIGHT=4 only 4 may be
+    # in flight, whether the bound is held per request, per call or not at all.
     shared = make_upstream("shared", delay=0.0, gated=True, gate_timeout=5)
+    port = free_port()
+    urls = [f"http://127.0.0.1:{port}/{prefix}" for prefix in ("a", "b", "c")]
+    module = configured_module(urls, max_in_flight=4)
+
+    # A route added for this test only: is the semaphore get_limiter gives fully taken?
+    @module.app.get("/test-only/limiter")
+    async def limiter_state(limiter: Annotated[Any, Depends(module.get_limiter)]) -> dict[str, Any]:
+        return {"locked": limiter.locked()}
+
+    upstream_server = serve_in_thread(
+        mounted(dict.fromkeys(("a", "b", "c"), shared.app)),
+        port=port,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
     with (
-        running_upstreams(shared) as urls,
-        serve(configured_app([urls["shared"]], max_in_flight=2)) as http,
-        ThreadPoolExecutor(max_workers=6) as pool,
+        upstream_server,
+        serve(module.app) as http,
+        ThreadPoolExecutor(max_workers=3) as pool,
     ):
         pending = [
-            pool.submit(http.post, "/ensemble", json={"text": f"{TEXT} ({n})"}) for n in range(6)
+            pool.submit(http.post, "/ensemble", json={"text": f"{TEXT} ({n})"}) for n in range(3)
         ]
         try:
-            reached_bound = shared.wait_for_in_flight(2, timeout=5.0)
-            # Nothing can answer while the gate is shut; give extra calls time to arrive.
-            went_over = shared.wait_for_in_flight(3, timeout=1.0)
+            reached_bound = shared.wait_for_in_flight(4, timeout=5.0)
+            # While the gate is shut no call can end: 4 in flight means 4 permits held, so
+            # the one semaphore must be fully taken now, and no fifth call can start.
+            state = expect_json(http.get("/test-only/limiter")) if reached_bound else {}
             held = shared.in_flight
         finally:
             shared.open_gate()
         responses = [future.result() for future in pending]
-    if went_over:
-        raise AssertionError(
-            f"6 requests at once with ENSEMBLE_MAX_IN_FLIGHT=2: {held} upstream calls were in "
-            "flight together. Share ONE asyncio.Semaphore(max_in_flight), made in lifespan, "
-            "and hold it (`async with`) around every upstream call."
-        )
     if not reached_bound:
         raise AssertionError(
-            "6 requests at once with ENSEMBLE_MAX_IN_FLIGHT=2: the upstream never had 2 "
-            "calls in flight together. Calls must run concurrently, up to the bound."
+            "3 requests at once to 3 upstreams with ENSEMBLE_MAX_IN_FLIGHT=4: the upstreams "
+            f"never had 4 calls in flight together (at most {shared.peak_in_flight}). Calls "
+            "must run concurrently, up to the bound, each holding the semaphore only "
+            "while it runs."
+        )
+    if held > 4 or state.get("locked") is not True:
+        raise AssertionError(
+            f"3 requests at once to 3 upstreams with ENSEMBLE_MAX_IN_FLIGHT=4: {held} upstream "
+            "calls were in flight, and the semaphore that get_limiter gives was "
+            f"{'fully taken' if state.get('locked') else 'not fully taken'}. Make ONE "
+            "asyncio.Semaphore(max_in_flight) in lifespan, shared by all requests, and hold "
+            "it (`async with limiter:`) around each upstream call, not around the whole gather."
         )
     for response in responses:
-        expect_json(response)
-    expect_equal(shared.calls, 6, "the calls the upstream received (one per request)")
-    expect_equal(shared.peak_in_flight, 2, "the most upstream calls in flight at once")
+        body = expect_json(response)
+        expect_equal(
+            [entry["upstream"] for entry in entries(body)], urls, "the upstreams of the results"
+        )
+    expect_equal(shared.calls, 9, "the calls the upstreams received (3 per request)")
+    expect_equal(shared.peak_in_flight, 4, "the most upstream calls in flight at once")
 
 
 def test_a_bad_body_is_a_422(configured_app: Configure) -> None:

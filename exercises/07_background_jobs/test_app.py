@@ -13,9 +13,12 @@ JOBS_DATABASE_PATH before your app.py is imported) and a fresh import of app.py
   the test opens) shows what the service says while a job is not finished yet.
 """
 
-import math
+import inspect
+import json
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +30,7 @@ from fastapi.testclient import TestClient
 
 from autograder.expect import (
     expect_equal,
+    expect_exact_keys,
     expect_fields,
     expect_json,
     expect_status,
@@ -93,11 +97,36 @@ class GatedScorer:
 
 
 def fake_predictions(service: ModuleType, texts: list[str]) -> list[Any]:
-    """One made-up Prediction per text, different for each position."""
+    """One made-up Prediction per text, different for each position.
+
+    The confidences have all their digits (1/3 = 0.3333333333333333, ...), so results
+    that were rounded on the way to the database do not compare equal.
+    """
     return [
-        service.Prediction(label=f"label-{index}", confidence=round(1 / (index + 2), 3))
+        service.Prediction(label=f"label-{index}", confidence=1 / (index + 3))
         for index, _ in enumerate(texts)
     ]
+
+
+def dumped(predictions: list[Any]) -> list[dict[str, Any]]:
+    """Predictions as the JSON of GET /jobs/{id} shows them."""
+    return [prediction.model_dump() for prediction in predictions]
+
+
+class RecordingScorer:
+    """A scorer that notes every batch it is called with and returns fake predictions."""
+
+    def __init__(self, service: ModuleType) -> None:
+        self.service = service
+        self.calls: list[list[str]] = []
+
+    def __call__(self, texts: list[str]) -> list[Any]:
+        self.calls.append(list(texts))
+        return fake_predictions(self.service, texts)
+
+
+class ScorerBroke(Exception):
+    """What the failing scorers raise: a plain Exception, not a ValueError."""
 
 
 def use_scorer(service: ModuleType, scorer: Any) -> None:
@@ -159,6 +188,7 @@ def test_post_answers_202_with_a_job_id_before_the_work_runs(service, live_serve
         try:
             response = live_request(http, "POST", "/jobs", json={"texts": TICKETS[:2]})
             job_id = accepted_job_id(response)
+            expect_exact_keys(response.json(), ["id", "status"], "the 202 answer of POST /jobs")
             expect_fields(response.json(), {"status": "queued"}, "the 202 answer of POST /jobs")
             expect_scorer_called(scorer)
             job = expect_json(live_request(http, "GET", f"/jobs/{job_id}"))
@@ -201,7 +231,7 @@ def test_a_job_reports_running_while_it_works_then_succeeded(service, live_serve
         finally:
             scorer.open()
         job = wait_until_finished(http, job_id)
-    expected = [prediction.model_dump() for prediction in fake_predictions(service, TICKETS)]
+    expected = dumped(fake_predictions(service, TICKETS))
     expect_fields(
         job,
         {"status": "succeeded", "results": expected, "error": None},
@@ -226,16 +256,178 @@ def test_a_finished_job_holds_the_models_predictions_in_order(client):
     for index, (result, (label, confidence)) in enumerate(zip(results, expected, strict=True)):
         what = f"results[{index}], the prediction for {TICKETS[index]!r}"
         expect_fields(result, {"label": label}, what)
-        if not math.isclose(result.get("confidence", -1), confidence, abs_tol=1e-6):
+        # Same model, same texts, same floats: the confidence is compared exactly.
+        if result.get("confidence") != confidence:
             raise AssertionError(
                 f"{what}: expected confidence {confidence} (the model's probability for "
-                f"{label!r}), got {shown(result.get('confidence'))}."
+                f"{label!r}, exactly as the scorer returned it, not rounded), got "
+                f"{shown(result.get('confidence'))}."
+            )
+
+
+def test_the_scorer_is_called_once_with_the_whole_batch(service, app):
+    scorer = RecordingScorer(service)
+    use_scorer(service, scorer)
+    with TestClient(app) as client:
+        job_id = submit(client, TICKETS)
+        job = expect_json(client.get(f"/jobs/{job_id}"))
+    expect_equal(
+        scorer.calls,
+        [TICKETS],
+        f"the batches the scorer was called with for one job of {len(TICKETS)} texts "
+        "(call scorer(texts) once, with all the texts in order)",
+    )
+    expect_fields(
+        job,
+        {"status": "succeeded", "results": dumped(fake_predictions(service, TICKETS))},
+        f"GET /jobs/{job_id} (the results exactly as the scorer returned them)",
+    )
+
+
+def test_the_job_is_recorded_as_queued_before_its_task_runs(service, app, monkeypatch):
+    scheduled: list[dict[str, Any]] = []
+
+    def run_job_held(database_path: Path, job_id: str, texts: list[str], scorer: Any) -> None:
+        # Stands in for your run_job: it notes what it was given and does no work, so
+        # the job stays exactly as POST /jobs recorded it.
+        scheduled.append({"job_id": job_id, "texts": list(texts), "scorer": scorer})
+
+    monkeypatch.setattr(service, "run_job", run_job_held)
+    scorer = RecordingScorer(service)
+    use_scorer(service, scorer)
+    with TestClient(app) as client:
+        job_id = accepted_job_id(client.post("/jobs", json={"texts": TICKETS[:3]}))
+        if len(scheduled) != 1:
+            raise AssertionError(
+                f"POST /jobs scheduled run_job {len(scheduled)} time(s), expected once: "
+                "background_tasks.add_task(run_job, database_path, job_id, texts, scorer)."
+            )
+        expect_fields(
+            scheduled[0],
+            {"job_id": job_id, "texts": TICKETS[:3]},
+            "the job_id and texts POST /jobs scheduled run_job with",
+        )
+        if scheduled[0]["scorer"] is not scorer:
+            raise AssertionError(
+                "POST /jobs scheduled run_job with a scorer that is not the one "
+                "get_scorer provides: take it with Depends(get_scorer) and pass it on."
+            )
+        response = client.get(f"/jobs/{job_id}")
+        if response.status_code == 404:
+            raise AssertionError(
+                f"GET /jobs/{job_id} answered 404 after POST /jobs answered, while its task "
+                "had not run yet: record the job as queued (insert_job) in the route, "
+                "before it answers, not in the task."
+            )
+        expect_fields(
+            expect_json(response),
+            {"id": job_id, "status": "queued", "results": None, "error": None},
+            f"GET /jobs/{job_id} before the job's task has run",
+        )
+
+
+def test_the_job_store_keeps_each_job_in_the_file_it_is_given(service, database, tmp_path):
+    # Another file than the app's: the store functions use the path they are given.
+    path = tmp_path / "store.sqlite3"
+    service.init_database(path)
+    service.init_database(database)
+    service.insert_job(path, "job-a", ["one", "two"])
+    service.insert_job(path, "job-b", ["three"])
+
+    def expect_job(job_id: str, expected: dict[str, Any], what: str) -> None:
+        job = service.find_job(path, job_id)
+        if not isinstance(job, service.Job):
+            raise AssertionError(f"{what}: find_job returned {job!r}, expected a Job.")
+        expect_fields(job.model_dump(), {"id": job_id, **expected}, what)
+
+    nothing = {"results": None, "error": None}
+    expect_job("job-a", {"status": "queued", **nothing}, 'find_job after insert_job("job-a")')
+    service.update_job(path, "job-a", "running")
+    expect_job(
+        "job-a", {"status": "running", **nothing}, 'find_job after update_job(... "running")'
+    )
+    predictions = fake_predictions(service, ["one", "two"])
+    service.update_job(path, "job-a", "succeeded", results=predictions)
+    expect_job(
+        "job-a",
+        {"status": "succeeded", "results": dumped(predictions), "error": None},
+        'find_job after update_job(... "succeeded", results=...)',
+    )
+    service.update_job(path, "job-b", "failed", error="it broke")
+    expect_job(
+        "job-b",
+        {"status": "failed", "results": None, "error": "it broke"},
+        'find_job after update_job(... "failed", error="it broke")',
+    )
+    expect_job(
+        "job-a",
+        {"status": "succeeded", "results": dumped(predictions)},
+        'find_job("job-a") after job-b was updated (update only the row of its id)',
+    )
+    expect_equal(service.find_job(path, "no-such-job"), None, 'find_job("no-such-job")')
+    with closing(sqlite3.connect(path)) as connection:
+        row = connection.execute("SELECT results FROM jobs WHERE id = 'job-a'").fetchone()
+    if row is None or not isinstance(row[0], str):
+        raise AssertionError(
+            "insert_job and update_job wrote job-a somewhere else than the database_path "
+            f"they were given ({path.name}): the jobs table there holds {shown(row)}."
+        )
+    try:
+        stored = json.loads(row[0])
+    except json.JSONDecodeError:
+        raise AssertionError(
+            f"the results column of job-a is not JSON: {shown(row[0])}. Store "
+            "json.dumps([prediction.model_dump() for prediction in results])."
+        ) from None
+    expect_equal(stored, dumped(predictions), "the results column of job-a, decoded as JSON")
+    expect_equal(
+        service.find_job(database, "job-a"),
+        None,
+        "find_job on another database file than the one job-a was inserted into",
+    )
+
+
+def test_run_job_records_any_exception_and_never_raises(service, database):
+    service.init_database(database)
+    failures = [
+        ScorerBroke("the scorer broke on purpose"),
+        RuntimeError("the model server went away"),
+        KeyError("missing column"),
+    ]
+    for index, failure in enumerate(failures):
+        job_id = f"job-{index}"
+        service.insert_job(database, job_id, TICKETS[:1])
+
+        def scorer(texts: list[str], failure: Exception = failure) -> list[Any]:
+            raise failure
+
+        what = f"run_job with a scorer that raises {type(failure).__name__}({str(failure)!r})"
+        try:
+            outcome = service.run_job(database, job_id, TICKETS[:1], scorer)
+        except Exception as escaped:
+            raise AssertionError(
+                f"{what} let {type(escaped).__name__} escape. Catch every Exception and "
+                'record the job as "failed": nobody is there to catch it for you.'
+            ) from None
+        if inspect.iscoroutine(outcome):
+            outcome.close()
+            raise AssertionError(f"{what}: run_job is an async def; keep it a plain def.")
+        job = service.find_job(database, job_id)
+        expect_fields(
+            job.model_dump() if job is not None else None,
+            {"status": "failed", "results": None},
+            f"find_job after {what}",
+        )
+        if str(failure) not in (job.error or ""):
+            raise AssertionError(
+                f"{what}: expected the error to contain the exception's message "
+                f"{str(failure)!r}, got {shown(job.error)}."
             )
 
 
 def test_a_job_whose_scorer_raises_is_recorded_as_failed(service, app):
     def broken_scorer(texts: list[str]) -> list[Any]:
-        raise ValueError("the scorer broke on purpose")
+        raise ScorerBroke("the scorer broke on purpose")
 
     use_scorer(service, broken_scorer)
     # raise_server_exceptions=False: an exception that escapes the task must not stop
@@ -261,6 +453,11 @@ def test_a_job_whose_scorer_raises_is_recorded_as_failed(service, app):
         next_id = submit(client, TICKETS[:1])
         job = expect_json(client.get(f"/jobs/{next_id}"))
         expect_fields(job, {"status": "succeeded"}, f"GET /jobs/{next_id} (after a failed job)")
+        expect_fields(
+            expect_json(client.get(f"/jobs/{job_id}")),
+            {"status": "failed", "results": None},
+            f"GET /jobs/{job_id}, the failed job, once the next job has succeeded",
+        )
 
 
 def test_an_unknown_job_id_is_a_404(client):
@@ -309,6 +506,8 @@ def test_job_ids_are_unique_even_across_a_restart(service, exercise):
     restarted = exercise("app")
     with TestClient(restarted.app, raise_server_exceptions=False) as client:
         second_ids = [submit(client, [text, text]) for text in TICKETS]
+        # The same batch again: a new job, with a new id.
+        second_ids += [submit(client, [TICKETS[0]]), submit(client, [TICKETS[0]])]
         ids = first_ids + second_ids
         expect_equal(len(set(ids)), len(ids), f"the number of different ids among {ids}")
         for job_id, job in zip(first_ids, first_jobs, strict=True):

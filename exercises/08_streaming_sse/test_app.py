@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +29,13 @@ from autograder.expect import (
 from coursekit.llm import GatedLM, get_model
 
 QUESTION = "How does a model stream tokens to a client?"
+# A whole conversation: the model must get every message, in order, not only the last.
+CONVERSATION = [
+    {"role": "system", "content": "You answer questions about serving models."},
+    {"role": "user", "content": "What is a batch?"},
+    {"role": "assistant", "content": "A batch is a group of rows scored in one call."},
+    {"role": "user", "content": QUESTION},
+]
 GATE_TIMEOUT = 2.0  # seconds a held token waits for the test before the stream gives up
 READ_TIMEOUT = 3.0  # seconds the test waits for the server's next bytes
 
@@ -105,6 +114,35 @@ def tokens_then_done(events: list[dict[str, str]], what: str) -> list[str]:
     return [token_of(event, f"{what}, event {i}") for i, event in enumerate(tokens)]
 
 
+def role_and_content(message: Any) -> tuple[Any, Any]:
+    """(role, content) of a message the app handed to the model: a dict or an object."""
+    if isinstance(message, Mapping):
+        return message.get("role"), message.get("content")
+    return getattr(message, "role", None), getattr(message, "content", None)
+
+
+class RecordingLM:
+    """The course's zero-delay model, noting what each `stream_chat` call was given."""
+
+    def __init__(self) -> None:
+        self.model = get_model()
+        self.calls: list[dict[str, Any]] = []
+
+    def stream_chat(
+        self, messages: Any, *, max_tokens: int = 32, seed: int = 0, temperature: float = 1.0
+    ) -> AsyncIterator[str]:
+        self.calls.append(
+            {
+                "messages": [list(role_and_content(message)) for message in messages],
+                "max_tokens": max_tokens,
+                "seed": seed,
+            }
+        )
+        return self.model.stream_chat(
+            messages, max_tokens=max_tokens, seed=seed, temperature=temperature
+        )
+
+
 def use_model(app: Any, model: Any) -> None:
     """Make every request of `app` get `model` from the get_chat_model dependency."""
     module = sys.modules["app"]
@@ -157,16 +195,89 @@ def test_the_tokens_are_the_models_answer_for_the_seed(client):
     )
 
 
+def expect_one_call(
+    model: RecordingLM, what: str, messages: list[dict[str, str]], max_tokens: int, seed: int
+) -> None:
+    """`what` called model.stream_chat once, with these messages, max_tokens and seed."""
+    if len(model.calls) != 1:
+        raise AssertionError(
+            f"{what} called stream_chat on the model that get_chat_model provides "
+            f"{len(model.calls)} time(s), expected once. Take the model with ChatModelDep."
+        )
+    call = model.calls[0]
+    expect_equal(
+        [role for role, _ in call["messages"]],
+        [message["role"] for message in messages],
+        f"the roles of the messages {what} passed to model.stream_chat",
+    )
+    expect_equal(
+        call["messages"],
+        [[message["role"], message["content"]] for message in messages],
+        f"the messages ([role, content]) {what} passed to model.stream_chat",
+    )
+    expect_equal(
+        {"max_tokens": call["max_tokens"], "seed": call["seed"]},
+        {"max_tokens": max_tokens, "seed": seed},
+        f"what {what} passed to model.stream_chat",
+    )
+    model.calls.clear()
+
+
+def test_the_model_gets_the_whole_conversation(app, client):
+    model = RecordingLM()
+    use_model(app, model)
+    body = {"messages": CONVERSATION, "max_tokens": 4, "seed": 5}
+    what = "POST /chat/stream with a four-message conversation"
+    tokens = tokens_then_done(stream(client, body), what)
+    expect_one_call(model, what, CONVERSATION, max_tokens=4, seed=5)
+    expect_equal(
+        tokens, get_model().generate(CONVERSATION, max_tokens=4, seed=5), f"the tokens of {what}"
+    )
+    response = client.get("/chat/stream", params={"prompt": QUESTION, "max_tokens": 3, "seed": 2})
+    expect_status(response, 200)
+    what = "GET /chat/stream?prompt=...&max_tokens=3&seed=2"
+    tokens_then_done(parse_sse(response.text), what)
+    expect_one_call(model, what, [{"role": "user", "content": QUESTION}], max_tokens=3, seed=2)
+
+
+def test_max_tokens_defaults_to_32_and_seed_to_0(app, client):
+    use_model(app, get_model())  # no delay per token
+    expected = expected_tokens(max_tokens=32, seed=0)
+    body = chat()
+    del body["max_tokens"], body["seed"]
+    tokens = tokens_then_done(stream(client, body), "POST /chat/stream without max_tokens and seed")
+    expect_equal(tokens, expected, "the tokens of a POST without max_tokens and seed (32, seed 0)")
+    response = client.get("/chat/stream", params={"prompt": QUESTION})
+    expect_status(response, 200)
+    tokens = tokens_then_done(parse_sse(response.text), "GET /chat/stream?prompt=... alone")
+    expect_equal(tokens, expected, "the tokens of a GET without max_tokens and seed (32, seed 0)")
+
+
 def test_the_stream_ends_with_one_done_event(client):
     events = stream(client, chat(max_tokens=5))
     tokens = tokens_then_done(events, "POST /chat/stream")
     expect_equal(len(tokens), 5, "the number of token events before the done event (max_tokens 5)")
 
 
-def test_token_events_are_numbered_from_zero(client):
-    events = stream(client, chat(max_tokens=5))
-    ids = [event.get("id") for event in events if event.get("event") == "token"]
-    expect_equal(ids, ["0", "1", "2", "3", "4"], "the id of each token event")
+def test_token_events_are_numbered_from_zero(app, client):
+    use_model(app, get_model())  # no delay per token
+    # Several streams on one app: each stream numbers its own tokens, from 0.
+    streams = [
+        ("POST /chat/stream (max_tokens 5)", "post", {"json": chat(max_tokens=5)}, 5),
+        ("a second POST /chat/stream (max_tokens 3)", "post", {"json": chat(max_tokens=3)}, 3),
+        (
+            "then GET /chat/stream (max_tokens 2)",
+            "get",
+            {"params": {"prompt": QUESTION, "max_tokens": 2}},
+            2,
+        ),
+    ]
+    for what, method, request, count in streams:
+        response = getattr(client, method)("/chat/stream", **request)
+        expect_status(response, 200)
+        events = parse_sse(response.text)
+        ids = [event.get("id") for event in events if event.get("event") == "token"]
+        expect_equal(ids, [str(i) for i in range(count)], f"the id of each token event of {what}")
 
 
 def test_the_first_token_arrives_before_the_second_is_generated(app, live_server):
@@ -263,9 +374,13 @@ def test_max_tokens_out_of_range_is_a_422(app, client):
         expect_validation_error(
             client.post("/chat/stream", json=chat(max_tokens=bad)), loc=["body", "max_tokens"]
         )
+    for bad in (0, -1, 257):
+        expect_validation_error(
+            client.get("/chat/stream", params={"prompt": QUESTION, "max_tokens": bad}),
+            loc=["query", "max_tokens"],
+        )
     expect_validation_error(
-        client.get("/chat/stream", params={"prompt": QUESTION, "max_tokens": 0}),
-        loc=["query", "max_tokens"],
+        client.get("/chat/stream", params={"prompt": ""}), loc=["query", "prompt"]
     )
     expect_validation_error(
         client.get("/chat/stream"), loc=["query", "prompt"], error_type="missing"
@@ -280,3 +395,9 @@ def test_the_chat_page_is_served_and_opens_the_stream(client):
     for needed in ("EventSource", "/chat/stream"):
         if needed not in response.text:
             raise AssertionError(f"GET / answered a page without {needed!r}: serve chat.html.")
+    page = Path(sys.modules["app"].__file__).parent / "chat.html"
+    if response.content != page.read_bytes():  # bytes: a Windows checkout has CRLFs
+        raise AssertionError(
+            "GET / answered a page that is not chat.html, the file beside app.py. Serve "
+            f"that file. Got: {shown_body(response.text)}"
+        )
