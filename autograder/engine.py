@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TextIO
 
@@ -25,7 +26,7 @@ from autograder.catalog import Step, load_catalog
 from autograder.child import ENV_VAR, Job
 from autograder.messages import show_path
 from autograder.pristine import is_untouched
-from autograder.processes import Child, imports_of, start_child, warm_with
+from autograder.processes import Child, imports_of, start_child
 from autograder.records import Outcome, Record
 
 STARTUP_LIMIT = 90.0  # seconds for Python and pytest to start and collect: generous, a loaded
@@ -42,7 +43,11 @@ class Settings:
     select: Callable[[Step, str], bool] = lambda step, test: True
     import_timeout: float | None = None  # None: the catalog's
     test_timeout: float | None = None  # None: the step's
-    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    # Steps spend much of their time waiting on servers they started, so grading twice
+    # as many steps as there are cores at once keeps the cores busy, not crowded.
+    workers: int = field(default_factory=lambda: max(2, min(8, 2 * (os.cpu_count() or 1))))
+    # Seconds each step took last time, if known: the longest start first.
+    expected: Callable[[Step], float] = lambda step: 0.0
 
 
 def grade(
@@ -53,16 +58,22 @@ def grade(
     """Grade `steps` (in parallel, one child process each); records in course order."""
     settings = settings or Settings()
     steps = list(steps)
-    warm_with(_warm_modules(steps))
     results: dict[str, list[Record]] = {}
+    # Longest first, so a slow step does not start last and keep the rest waiting.
+    by_length = sorted(steps, key=settings.expected, reverse=True)
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
-        futures = {step.id: pool.submit(grade_step, step, settings) for step in steps}
+        futures = {step.id: pool.submit(grade_step, step, settings) for step in by_length}
         # Report in course order as soon as each step (and those before it) is done.
         for step in steps:
             results[step.id] = futures[step.id].result()
             if on_step_done:
                 on_step_done(step, results[step.id])
     return [record for step in steps for record in results[step.id]]
+
+
+@cache
+def _needs(step: Step) -> tuple[str, ...]:
+    return tuple(sorted(_warm_modules([step])))
 
 
 def _warm_modules(steps: list[Step]) -> set[str]:
@@ -212,12 +223,19 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
         events_path = Path(scratch) / "events.jsonl"
         events_path.touch()
         job = Job(step=step.id, source=str(source), events=str(events_path), only=tuple(tests))
-        env = {**os.environ, ENV_VAR: job.to_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            **os.environ,
+            ENV_VAR: job.to_env(),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            # The child needs no installed pytest plugin (the grader's comes from
+            # exercises/conftest.py); loading them all cost about half a second each time.
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        }
         env.pop("PYTEST_ADDOPTS", None)
         arguments = [str(step.exercise_dir), "-q", "--no-header", "--tb=native"]
         log_path = Path(scratch) / "pytest.log"
         with open(events_path, encoding="utf-8") as events:
-            child = start_child(arguments, env, log_path)
+            child = start_child(arguments, env, log_path, needs=_needs(step))
             run = _watch(child, events, import_limit, test_limit)
         run.log_tail = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))
     return run

@@ -61,3 +61,10 @@ def remember(step: Step, source: Path, records: list[Record]) -> None:
         temporary.replace(LAST_RUN_FILE)
     except OSError:
         pass
+
+
+def duration(step: Step) -> float:
+    """Seconds the step's tests took in the last saved run, whatever changed since."""
+    saved = _load().get(step.id) or {}
+    records = saved.get("records") or []
+    return float(sum(record.get("duration", 0.0) for record in records))  # type: ignore[union-attr]

@@ -15,22 +15,28 @@ from __future__ import annotations
 import ast
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import queue
-import select
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
 from autograder.catalog import ROOT
 
-# Set AUTOGRADER_SPAWN=1 to start every child as a fresh interpreter, as on Windows.
+# AUTOGRADER_SPAWN=1: start every child as a fresh interpreter, as on Windows.
 FORK = os.name != "nt" and not os.environ.get("AUTOGRADER_SPAWN")
+# AUTOGRADER_SHARED_WARM=0: a warm process for this run only, ended with it (the
+# instructor's mode uses one too: a class's submissions share nothing).
+SHARED = os.environ.get("AUTOGRADER_SHARED_WARM", "1") != "0"
 
 
 class Child(Protocol):
@@ -41,13 +47,25 @@ class Child(Protocol):
     def kill(self) -> None: ...
 
 
-def start_child(pytest_args: list[str], env: Mapping[str, str], log: Path) -> Child:
-    """Run `pytest PYTEST_ARGS` in the repository root with exactly `env`; output to `log`."""
+def start_child(
+    pytest_args: list[str], env: Mapping[str, str], log: Path, needs: Iterable[str] = ()
+) -> Child:
+    """Run `pytest PYTEST_ARGS` in the repository root with exactly `env`; output to `log`.
+
+    `needs` names the modules the child imports: a warm process imports them first.
+    """
     zygote = _warm_process() if FORK else None
     if zygote is not None:
         with contextlib.suppress(Exception):  # the warm process died: start afresh
-            return _ForkedChild(zygote, zygote.fork(pytest_args, env, log))
+            return _ForkedChild(zygote, zygote.fork(pytest_args, env, log, needs))
     return _SpawnedChild(pytest_args, env, log)
+
+
+def share_warm_process(shared: bool) -> None:
+    """Whether this run's warm process may serve later runs (before it starts)."""
+    global SHARED
+    with _zygote_lock:
+        SHARED = shared
 
 
 class _SpawnedChild:
@@ -82,49 +100,81 @@ class _SpawnedChild:
 
 
 class _Zygote:
-    """The parent's side of `autograder.zygote`: ask it to fork, learn when children end."""
+    """The grader's side of `autograder.zygote`: ask it to fork, learn when children end.
 
-    def __init__(self, modules: list[str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.zygote", *modules],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # a warm process that fails is replaced, not read
-            start_new_session=True,  # Ctrl-C in the terminal reaches the grader only
-        )
+    With `shared`, the warm process outlives this run (for `IDLE_LIMIT` seconds) so the
+    next run starts warm; its socket's name is derived from the course's own code, so a
+    changed grader or runtime gets a warm process of its own.
+    """
+
+    def __init__(self, shared: bool) -> None:
+        self.path = _socket_path(shared)
+        self.process: subprocess.Popen[bytes] | None = None
+        connection = self._connect() if shared else None
+        if connection is None:
+            command = [sys.executable, "-m", "autograder.zygote", self.path]
+            self.process = subprocess.Popen(
+                [*command, "--idle", str(IDLE_LIMIT)] if shared else command,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,  # a warm process that fails is replaced, not read
+                start_new_session=True,  # Ctrl-C in the terminal reaches the grader only
+            )
+            deadline = time.monotonic() + STARTUP_LIMIT
+            while connection is None and time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.005)
+                connection = self._connect()
+            if connection is None:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError("the warm process did not start")
+            if shared:
+                self.process = None  # it outlives this run: not this run's to wait for
+        self.connection = connection
+        self._reader = connection.makefile("rb")
         self._lock = threading.Lock()  # one request (and its answer) at a time
         self._started: queue.Queue[int] = queue.Queue()
         self._exited: dict[int, int] = {}
+        self._ended = False
         self._changed = threading.Condition()
-        readable, _, _ = select.select([self.process.stdout], [], [], STARTUP_LIMIT)
-        ready = json.loads(self.process.stdout.readline() or "{}") if readable else {}  # type: ignore[union-attr]
-        if "ready" not in ready:
-            self.process.kill()
-            raise RuntimeError("the warm process did not start")
         threading.Thread(target=self._read, name="zygote-reader", daemon=True).start()
 
+    def _connect(self) -> socket.socket | None:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection.connect(self.path)
+        except OSError:
+            connection.close()
+            return None
+        return connection
+
     def _read(self) -> None:
-        for line in self.process.stdout:  # type: ignore[union-attr]
-            message = json.loads(line)
-            if "started" in message:
-                self._started.put(message["started"])
-            elif "exited" in message:
-                with self._changed:
-                    self._exited[message["exited"]] = message["code"]
-                    self._changed.notify_all()
-        with self._changed:  # the zygote itself ended: nothing it forked will report
+        with contextlib.suppress(OSError, ValueError):
+            for line in self._reader:
+                message = json.loads(line)
+                if "started" in message:
+                    self._started.put(message["started"])
+                elif "exited" in message:
+                    with self._changed:
+                        self._exited[message["exited"]] = message["code"]
+                        self._changed.notify_all()
+        with self._changed:  # the warm process is gone: nothing it forked will report
+            self._ended = True
             self._changed.notify_all()
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self._ended
 
-    def fork(self, pytest_args: list[str], env: Mapping[str, str], log: Path) -> int:
-        request = {"args": pytest_args, "env": dict(env), "log": str(log)}
+    def fork(
+        self, pytest_args: list[str], env: Mapping[str, str], log: Path, needs: Iterable[str]
+    ) -> int:
+        request = {"args": pytest_args, "env": dict(env), "log": str(log), "needs": list(needs)}
         with self._lock:
-            self.process.stdin.write((json.dumps(request) + "\n").encode())  # type: ignore[union-attr]
-            self.process.stdin.flush()  # type: ignore[union-attr]
+            self.connection.sendall((json.dumps(request) + "\n").encode())
             return self._started.get(timeout=STARTUP_LIMIT)
 
     def exit_code(self, pid: int) -> int | None:
@@ -138,30 +188,81 @@ class _Zygote:
             self._changed.wait_for(lambda: pid in self._exited or not self.alive, STARTUP_LIMIT)
 
     def stop(self) -> None:
+        """Leave the warm process; wait for it if it served this run only."""
+        # shutdown() ends the connection at once: close() alone would wait for the
+        # reader's file object, and the warm process would not see this run leave.
         with contextlib.suppress(OSError):
-            self.process.stdin.close()  # type: ignore[union-attr]
-        try:
-            self.process.wait(timeout=STARTUP_LIMIT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.connection.close()
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=STARTUP_LIMIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            with contextlib.suppress(OSError):  # the private folder of its socket
+                Path(self.path).unlink(missing_ok=True)
+                Path(self.path).parent.rmdir()
 
 
-STARTUP_LIMIT = 90.0  # seconds for the warm process to import, or to fork a child
+STARTUP_LIMIT = 90.0  # seconds for the warm process to start, or to fork a child
+IDLE_LIMIT = 900.0  # seconds a shared warm process waits for the next run
 _zygote_lock = threading.Lock()
 _zygote: _Zygote | None = None
 _zygote_failed = False
-_preload: list[str] = []  # empty: autograder.warm's full list
 
 
-def warm_with(modules: Iterable[str]) -> None:
-    """Name the modules the warm process imports, before it starts (else: all of them).
+def _socket_path(shared: bool, root: Path = ROOT) -> str:
+    """Where the warm process listens: short, as Unix sockets need (104 bytes on macOS).
 
-    A run that grades one light step should not wait for scikit-learn to import.
+    A shared one's name hashes what the warm process has imported (the grader, the
+    course's runtime, the locked packages, this Python): a change to any of them, a
+    `git pull` say, gets a fresh warm process, and the old one ends when idle.
     """
+    if not shared:
+        return str(Path(tempfile.mkdtemp(prefix="grade-")) / "warm.sock")
+    digest = hashlib.sha256(f"{sys.executable}\0{sys.version}\0{root}".encode())
+    for package in ("autograder", "coursekit"):
+        for source in sorted((root / package).rglob("*.py")):
+            digest.update(source.read_bytes())
+    for lock in sorted((root / "requirements").glob("*.txt")):
+        digest.update(lock.read_bytes())
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    return str(Path(tempfile.gettempdir()) / f"autograder-{user}-{digest.hexdigest()[:16]}.sock")
+
+
+def _warm_process() -> _Zygote | None:
+    """The warm process, started (or found) on first use; None if it cannot start."""
+    global _zygote, _zygote_failed
     with _zygote_lock:
-        if _zygote is None:
-            _preload[:] = sorted(set(modules))
+        if _zygote is not None and _zygote.alive:
+            return _zygote
+        if _zygote_failed:
+            return None
+        try:
+            _zygote = _Zygote(shared=SHARED)
+        except Exception:
+            _zygote_failed = True  # grade all the same, each child started fresh
+            return None
+        # A warm process that served this run only is waited for at exit, so it (and
+        # through it every child) counts in this process's resource usage.
+        atexit.register(_zygote.stop)
+        return _zygote
+
+
+class _ForkedChild:
+    def __init__(self, zygote: _Zygote, pid: int) -> None:
+        self._zygote = zygote
+        self._pid = pid
+
+    def poll(self) -> int | None:
+        return self._zygote.exit_code(self._pid)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._pid, signal.SIGKILL)
+        self._zygote.wait(self._pid)
 
 
 def imports_of(files: Iterable[Path], local: Iterable[str] = ()) -> set[str]:
@@ -180,36 +281,3 @@ def imports_of(files: Iterable[Path], local: Iterable[str] = ()) -> set[str]:
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     found.add(node.module)
     return {name for name in found if name.partition(".")[0] not in local}
-
-
-def _warm_process() -> _Zygote | None:
-    """The running warm process, started on first use; None if it cannot start."""
-    global _zygote, _zygote_failed
-    with _zygote_lock:
-        if _zygote is not None and _zygote.alive:
-            return _zygote
-        if _zygote_failed:
-            return None
-        try:
-            _zygote = _Zygote(_preload)
-        except Exception:
-            _zygote_failed = True  # grade all the same, each child started fresh
-            return None
-        # Stopped and waited for at exit, the warm process (and through it every child)
-        # counts in this process's resource usage, so a benchmark sees all the CPU.
-        atexit.register(_zygote.stop)
-        return _zygote
-
-
-class _ForkedChild:
-    def __init__(self, zygote: _Zygote, pid: int) -> None:
-        self._zygote = zygote
-        self._pid = pid
-
-    def poll(self) -> int | None:
-        return self._zygote.exit_code(self._pid)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._pid, signal.SIGKILL)
-        self._zygote.wait(self._pid)

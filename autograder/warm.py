@@ -77,24 +77,46 @@ SERVER_MODULES = (
 )
 
 
-def warm_up(modules: list[str] | None = None) -> None:
-    """Import `modules` (default: all of `MODULES`), and what they imply.
+def warm(name: str) -> None:
+    """Import module `name` and what it implies; never raise (a child imports it anyway).
 
-    The grader names the modules when it knows which steps it grades, so that grading
-    one light step does not wait for scikit-learn. A real server's modules are added
-    when `coursekit.server` is in, and the models parsed when `coursekit.models` is.
+    After `coursekit.server`, a real server's modules; after `coursekit.models`, the
+    course's models are parsed (and built first, by this process only, if missing).
     """
-    for name in MODULES if modules is None else modules:
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
-    if "coursekit.server" in sys.modules:
-        for name in SERVER_MODULES:
-            with contextlib.suppress(Exception):
-                importlib.import_module(name)
-    if "coursekit.models" in sys.modules:
-        with contextlib.suppress(Exception):
-            from coursekit.models import available_models, load_model, reset_load_counts
+    if name in sys.modules and name not in IMPLIES:
+        return
+    with contextlib.suppress(Exception):
+        importlib.import_module(name)
+    if name == "pytest":
+        with contextlib.suppress(Exception):  # pytest's own plugins, which every run loads
+            from _pytest.config import default_plugins
 
-            for model in available_models():
-                load_model(model)
-            reset_load_counts()  # a child's counts start at zero, as in a fresh process
+            for plugin in default_plugins:
+                importlib.import_module(f"_pytest.{plugin}")
+    if name == "coursekit.server":
+        for server_module in SERVER_MODULES:
+            with contextlib.suppress(Exception):
+                importlib.import_module(server_module)
+    if name == "coursekit.models" and not _models_parsed:
+        _parse_models()
+
+
+IMPLIES = ("pytest", "coursekit.server", "coursekit.models")
+_models_parsed = False
+
+
+def _parse_models() -> None:
+    global _models_parsed
+    _models_parsed = True
+    with contextlib.suppress(Exception):
+        from coursekit.models import available_models, load_model, reset_load_counts
+
+        for model in available_models():
+            load_model(model)
+        reset_load_counts()  # a child's counts start at zero, as in a fresh process
+
+
+def warm_up(modules: list[str] | None = None) -> None:
+    """Warm each of `modules` (default: all of `MODULES`), in order."""
+    for name in ["pytest", *(MODULES if modules is None else modules)]:
+        warm(name)

@@ -1,45 +1,54 @@
 """The warm process: import what grading children need once, then fork one per request.
 
-    python -m autograder.zygote [MODULE ...]
+    python -m autograder.zygote SOCKET [--idle SECONDS]
 
-Started by `autograder.processes` on Linux and macOS. It imports MODULE ... (then
-`autograder.warm`), and reads one JSON request a line on stdin:
-`{"args": [...], "env": {...}, "log": "path"}`. For each it forks a child that becomes
-what `python -m pytest ARGS` would be, in the repository root, with exactly that
-environment, its output in the log, in a session of its own (so the grader can kill
-it with everything it starts). It answers `{"started": PID}` at once and
-`{"exited": PID, "code": N}` when the child ends (a negative N: killed by signal -N).
-When stdin closes (the grader is done, or died), it kills what is left and exits.
+Started by `autograder.processes` on Linux and macOS. It listens on the Unix socket
+SOCKET at once, and warms up (`autograder.warm`) between requests. It greets each
+client with `{"ready": PID}`; a client sends one JSON request a line,
+`{"args": [...], "env": {...}, "log": "path", "needs": [...]}`. For each, it imports
+the `needs` it lacks, then forks a child that becomes what `python -m pytest ARGS`
+would be: in the repository root, with exactly that environment, its output in the
+log, in a session of its own (so the grader can kill it with everything it starts). It
+answers `{"started": PID}` at once and `{"exited": PID, "code": N}` when the child ends
+(negative N: killed by signal -N).
+
+A client that disconnects has its children killed. With `--idle SECONDS` the process
+outlives its clients (so the next `pytest exercises/` starts warm) and exits after that
+long with no client and no child; without it, it exits when its last client leaves.
 
 It never imports a learner's module: only the children do, after the fork.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import selectors
 import signal
+import socket
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from autograder.catalog import ROOT
 
-
-def _answer(message: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+NO_CLIENT_LIMIT = 90.0  # seconds a server for one run waits for that run to connect
 
 
-def _run_child(request: dict[str, object], wakeup: tuple[int, int]) -> None:
+def _run_child(request: dict[str, object], keep: list[int]) -> None:
     """In the forked child: become `python -m pytest ARGS`, then leave."""
     code = 3  # pytest's "internal error", should anything below raise
     try:
         os.setsid()
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in wakeup:
-            os.close(fd)
+        for number in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_DFL)
+        for fd in keep:  # the server's sockets and pipes are not the child's
+            with contextlib.suppress(OSError):
+                os.close(fd)
         output = os.open(str(request["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(output, 1)
         os.dup2(output, 2)
@@ -63,65 +72,155 @@ def _run_child(request: dict[str, object], wakeup: tuple[int, int]) -> None:
         os._exit(code)
 
 
-def _reap(children: set[int]) -> None:
-    while children:
+@dataclass
+class Client:
+    connection: socket.socket
+    pending: bytes = b""
+    children: set[int] = field(default_factory=set)
+
+    def answer(self, message: dict[str, object]) -> None:
+        with contextlib.suppress(OSError):  # a client that left is cleaned up on EOF
+            self.connection.sendall((json.dumps(message) + "\n").encode())
+
+
+class Server:
+    def __init__(self, path: str, idle: float | None) -> None:
+        self.path = path
+        self.idle = idle
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a socket left by a server that died
+        old_mask = os.umask(0o177)  # only this user may ask for a fork
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
+            self.listener.bind(path)
+        finally:
+            os.umask(old_mask)
+        self.bound = os.stat(path).st_ino  # to remove only our own socket file at exit
+        self.listener.listen(16)
+        self.wakeup = os.pipe()
+        for fd in self.wakeup:
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wakeup[1])
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd fires
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the grader's to handle
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self.selector.register(self.wakeup[0], selectors.EVENT_READ, "child")
+        self.clients: dict[int, Client] = {}  # by socket fd
+        self.owners: dict[int, Client] = {}  # child pid -> who asked for it
+        self.had_client = False
+        self.started = self.last_activity = time.monotonic()
+
+    def _fds(self) -> list[int]:
+        return [self.listener.fileno(), *self.wakeup, *self.clients]
+
+    def _fork(self, client: Client, request: dict[str, object]) -> None:
+        from autograder.warm import warm
+
+        for name in request.get("needs", []):  # type: ignore[union-attr]
+            warm(str(name))
+        pid = os.fork()
         if pid == 0:
-            return
-        children.discard(pid)
-        _answer({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+            _run_child(request, self._fds())
+        client.children.add(pid)
+        self.owners[pid] = client
+        client.answer({"started": pid})
 
+    def _reap(self) -> None:
+        while self.owners:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            client = self.owners.pop(pid, None)
+            if client is not None:
+                client.children.discard(pid)
+                client.answer({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
 
-def serve() -> None:
-    """Fork a child per request on stdin until stdin closes."""
-    wakeup = os.pipe()
-    for fd in wakeup:
-        os.set_blocking(fd, False)
-    signal.set_wakeup_fd(wakeup[1])
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd fires
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the grader's to handle
-    children: set[int] = set()
-    selector = selectors.DefaultSelector()
-    selector.register(0, selectors.EVENT_READ, "request")
-    selector.register(wakeup[0], selectors.EVENT_READ, "child")
-    pending = b""  # read unbuffered: a buffered reader could hide a second request
-    try:
-        while True:
-            for key, _ in selector.select():
-                if key.data == "child":
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(wakeup[0], 4096)
-                    _reap(children)
-                    continue
-                chunk = os.read(0, 65536)
-                if not chunk:
-                    return
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    pid = os.fork()
-                    if pid == 0:
-                        _run_child(json.loads(line), wakeup)
-                    children.add(pid)
-                    _answer({"started": pid})
-            _reap(children)
-    finally:
-        for pid in children:
+    def _drop(self, client: Client) -> None:
+        self.selector.unregister(client.connection)
+        del self.clients[client.connection.fileno()]
+        for pid in client.children:  # nobody is left to watch them
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+        client.connection.close()
+
+    def _handle(self, key: selectors.SelectorKey) -> None:
+        if key.data == "accept":
+            connection, _ = self.listener.accept()
+            client = Client(connection)
+            self.clients[connection.fileno()] = client
+            self.selector.register(connection, selectors.EVENT_READ, client)
+            self.had_client = True
+            client.answer({"ready": os.getpid()})
+        elif key.data == "child":
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wakeup[0], 4096)
+        else:
+            client = key.data
+            chunk = client.connection.recv(65536)
+            if not chunk:
+                self._drop(client)
+                return
+            *lines, client.pending = (client.pending + chunk).split(b"\n")
+            for line in lines:
+                self._fork(client, json.loads(line))
+        self._reap()
+
+    def _done(self) -> bool:
+        if self.clients or self.owners:
+            return False
+        if self.idle is None:  # serving one grading run: done when it leaves
+            return self.had_client or time.monotonic() - self.started > NO_CLIENT_LIMIT
+        return time.monotonic() - self.last_activity > self.idle
+
+    def serve(self, warm_next: Iterator[None]) -> None:
+        """Answer requests; warm up one module at a time while none is waiting."""
+        warming = True
+        try:
+            while not self._done():
+                events = self.selector.select(0 if warming else 1.0)
+                if events or self.clients or self.owners:
+                    self.last_activity = time.monotonic()
+                for key, _ in events:
+                    self._handle(key)
+                self._reap()
+                if warming and not events:
+                    warming = next(warm_next, False) is not False
+        finally:
+            for pid in list(self.owners):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == self.bound:
+                    os.unlink(self.path)
+            self.listener.close()
 
 
-def main(modules: list[str]) -> None:
-    from autograder.warm import warm_up
+def _warming(modules: list[str]) -> Iterator[None]:
+    from autograder.warm import warm
 
-    # Nothing a warm import prints may reach the channel the grader reads.
-    with contextlib.redirect_stdout(sys.stderr):
-        warm_up(modules or None)
-    _answer({"ready": os.getpid()})
-    serve()
+    for name in modules:
+        # Nothing a warm import prints may reach a terminal or a client.
+        with contextlib.redirect_stdout(sys.stderr):
+            warm(name)
+        yield None
+
+
+def main(argv: list[str] | None = None) -> None:
+    from autograder.warm import MODULES
+
+    parser = argparse.ArgumentParser(prog="python -m autograder.zygote")
+    parser.add_argument("socket")
+    parser.add_argument("--idle", type=float, default=None)
+    args = parser.parse_args(argv)
+    server = Server(args.socket, args.idle)
+    # Shared, it warms everything while idle, for whatever the next run grades; for
+    # one run, only what that run's requests need, so grading one step stays cheap.
+    server.serve(_warming(["pytest", *MODULES] if args.idle is not None else []))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

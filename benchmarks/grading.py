@@ -6,10 +6,14 @@
 
 Each measured command is what a learner types, run from the repository root:
 `python -m pytest exercises/ --solutions`, the same on the pristine stubs, one step at
-a time, and `python -m autograder next` / `hint 01`. CPU time counts every process the
-command started and waited for (the warm process and every grading child included), so
-it is what the command cost the machine. Unix only for CPU (`resource`); on Windows the
-CPU column reads n/a.
+a time, and `python -m autograder next` / `hint 01`. Each is measured twice:
+- cold: a warm process for that run only (AUTOGRADER_SHARED_WARM=0), as on a learner's
+  first run, on CI, or in the instructor's mode;
+- warm: the warm process a previous run left (started once, before the measured runs),
+  as on every later run of a learner's edit-and-grade loop.
+CPU time counts every process the command used: its own children (waited for) and, in
+the warm mode, what the shared warm process and its children spent meanwhile (read
+from /proc: Linux only; elsewhere the warm CPU column reads n/a). Unix only for CPU.
 
 The machine's load is printed before and after: on a shared machine, compare the rows
 of one run with each other rather than with another day's figures.
@@ -18,8 +22,10 @@ of one run with each other rather than with another day's figures.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from autograder.catalog import load_catalog  # noqa: E402
+from autograder.processes import _socket_path  # noqa: E402
 
 try:
     import resource
@@ -37,21 +44,38 @@ except ImportError:  # Windows
     resource = None  # type: ignore[assignment]
 
 
-def measure(command: list[str]) -> tuple[float, float | None, int]:
-    """Run `command` once; its wall time, CPU time (children included) and exit code."""
+def warm_process_cpu() -> float | None:
+    """CPU seconds the shared warm process and its reaped children have used so far."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(_socket_path(shared=True))
+            pid = json.loads(connection.makefile("rb").readline())["ready"]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), in clock ticks.
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(command: list[str], env: dict[str, str], warm: bool) -> tuple[float, float | None]:
+    """Run `command` once; its wall time and CPU time (None where it cannot be read)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN) if resource else None
+    warm_before = warm_process_cpu() if warm else 0.0
     started = time.perf_counter()
-    completed = subprocess.run(command, cwd=ROOT, capture_output=True, check=False)
+    subprocess.run(command, cwd=ROOT, env=env, capture_output=True, check=False)
     wall = time.perf_counter() - started
-    cpu = None
-    if resource and before:
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, completed.returncode
+    warm_after = warm_process_cpu() if warm else 0.0
+    if not (resource and before) or warm_before is None or warm_after is None:
+        return wall, None
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, own + (warm_after - warm_before)
 
 
 def burn(seconds: float) -> None:
-    """One busy process, bounded in time: the load of a learner's other programs."""
+    """One busy process, bounded in time, in a session of its own (another program)."""
+    if hasattr(os, "setsid"):
+        os.setsid()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         sum(range(10_000))
@@ -61,6 +85,13 @@ def load_text() -> str:
     if hasattr(os, "getloadavg"):
         return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     return "load average n/a"
+
+
+def row(label: str, results: list[tuple[float, float | None]]) -> str:
+    walls = [wall for wall, _ in results]
+    cpus = [cpu for _, cpu in results if cpu is not None]
+    cpu = f"{min(cpus):8.2f} {statistics.median(cpus):8.2f}" if cpus else f"{'n/a':>8} {'n/a':>8}"
+    return f"{label:34} {min(walls):9.2f} {statistics.median(walls):9.2f} {cpu}"
 
 
 def main() -> int:
@@ -83,6 +114,8 @@ def main() -> int:
         ("autograder next", [python, "-m", "autograder", "next"]),
         ("autograder hint 01", [python, "-m", "autograder", "hint", "01"]),
     ]
+    cold_env = {**os.environ, "AUTOGRADER_SHARED_WARM": "0"}
+    warm_env = {**os.environ, "AUTOGRADER_SHARED_WARM": "1"}
 
     burners = [
         multiprocessing.Process(target=burn, args=(3600,), daemon=True) for _ in range(args.load)
@@ -93,23 +126,14 @@ def main() -> int:
         f"{sys.platform}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
         f"{args.load} busy processes beside; before: {load_text()}"
     )
-    print(f"{'command':28} {'wall min':>9} {'wall med':>9} {'CPU min':>8} {'CPU med':>8}  exit")
+    print(f"{'command':34} {'wall min':>9} {'wall med':>9} {'CPU min':>8} {'CPU med':>8}")
     try:
+        subprocess.run(commands[0][1], cwd=ROOT, env=warm_env, capture_output=True, check=False)
         for label, command in commands:
-            results = [measure(command) for _ in range(args.runs)]
-            walls = [wall for wall, _, _ in results]
-            cpus = [cpu for _, cpu, _ in results if cpu is not None]
-            codes = sorted({code for _, _, code in results})
-            cpu_text = (
-                f"{min(cpus):8.2f} {statistics.median(cpus):8.2f}"
-                if cpus
-                else f"{'n/a':>8} {'n/a':>8}"
-            )
-            print(
-                f"{label:28} {min(walls):9.2f} {statistics.median(walls):9.2f} {cpu_text}  "
-                f"{','.join(map(str, codes))}",
-                flush=True,
-            )
+            cold = [measure(command, cold_env, warm=False) for _ in range(args.runs)]
+            print(row(f"{label} (cold)", cold), flush=True)
+            warm = [measure(command, warm_env, warm=True) for _ in range(args.runs)]
+            print(row(f"{label} (warm)", warm), flush=True)
     finally:
         for burner in burners:
             burner.terminate()

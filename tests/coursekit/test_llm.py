@@ -158,17 +158,14 @@ def test_delay_does_not_block_the_event_loop() -> None:
         async for _ in model.stream_chat(PROMPT, max_tokens=10, seed=0):
             arrivals.append(label)
 
-    async def main() -> float:
-        started = time.perf_counter()
+    async def main() -> None:
         await asyncio.gather(consume("a"), consume("b"))
-        return time.perf_counter() - started
 
-    elapsed = asyncio.run(main())
-    # If one stream blocked the loop, all of a's tokens would arrive before b's first.
+    asyncio.run(main())
+    # If one stream blocked the loop, all of a's tokens would arrive before b's first:
+    # the order of arrival shows it, with no stopwatch to flake on a busy machine.
     assert arrivals.index("b") < len(arrivals) - arrivals[::-1].index("a") - 1
     assert arrivals[:4].count("a") == 2  # they take turns
-    # Loose: together they take about one stream's time (0.2 s), far from two.
-    assert elapsed < 0.38
 
 
 # --- GatedLM, in one event loop -----------------------------------------------------

@@ -1,0 +1,85 @@
+"""The warm process that children are forked from: shared between runs, or not at all.
+
+On Linux and macOS a learner's second `pytest exercises/` is served by the warm process
+the first one started (it has imported the heavy libraries), until the course's own
+code changes or it has been idle for a while. The instructor's mode, and any run with
+AUTOGRADER_SHARED_WARM=0, uses a warm process of its own that ends with the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autograder.processes import _socket_path
+from tests.helpers import ROOT, STEPS
+
+FULL = f"Score: {STEPS[0].max_points}/{STEPS[0].max_points}"
+
+pytestmark = pytest.mark.skipif(os.name == "nt", reason="children are spawned on Windows")
+
+
+def grade_step_01(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "exercises/01_first_endpoint", "--solutions"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+
+
+def warm_pid(path: str) -> int | None:
+    """The pid of the warm process listening at `path`, from its greeting."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        try:
+            connection.connect(path)
+        except OSError:
+            return None
+        return json.loads(connection.makefile("rb").readline())["ready"]
+
+
+def test_a_second_run_is_served_by_the_same_warm_process() -> None:
+    path = _socket_path(shared=True)
+    first = grade_step_01()
+    assert first.stdout.rstrip().endswith(FULL), first.stdout
+    pid = warm_pid(path)
+    assert pid is not None, "the warm process did not outlive the run"
+    second = grade_step_01()
+    assert second.stdout.rstrip().endswith(FULL), second.stdout
+    assert warm_pid(path) == pid
+
+
+def test_a_run_that_shares_nothing_leaves_no_warm_process() -> None:
+    before = set(Path("/proc").glob("[0-9]*")) if Path("/proc").exists() else set()
+    run = grade_step_01(AUTOGRADER_SHARED_WARM="0")
+    assert run.stdout.rstrip().endswith(FULL), run.stdout
+    if not before:
+        pytest.skip("no /proc to list processes")
+    left = []
+    for entry in set(Path("/proc").glob("[0-9]*")) - before:
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "autograder.zygote" in command and "warm.sock" in command:
+            left.append(command)
+    assert not left, left
+
+
+def test_a_change_to_the_graders_code_gets_a_new_warm_process(tmp_path: Path) -> None:
+    copy = tmp_path / "course"
+    for name in ("autograder", "coursekit", "requirements"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    before = _socket_path(shared=True, root=copy)
+    engine = copy / "autograder" / "engine.py"
+    engine.write_text(engine.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    assert _socket_path(shared=True, root=copy) != before
