@@ -21,6 +21,7 @@ import os
 import queue
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -108,7 +109,10 @@ class _Zygote:
     """
 
     def __init__(self, shared: bool) -> None:
-        self.path = _socket_path(shared)
+        path = _socket_path(shared)
+        if path is None:  # no private place for a shared one: this run's own
+            shared, path = False, _socket_path(False)
+        self.path: str = path  # type: ignore[assignment]
         self.process: subprocess.Popen[bytes] | None = None
         connection = self._connect() if shared else None
         if connection is None:
@@ -213,23 +217,43 @@ _zygote: _Zygote | None = None
 _zygote_failed = False
 
 
-def _socket_path(shared: bool, root: Path = ROOT) -> str:
+def _socket_path(shared: bool, root: Path = ROOT) -> str | None:
     """Where the warm process listens: short, as Unix sockets need (104 bytes on macOS).
 
     A shared one's name hashes what the warm process has imported (the grader, the
     course's runtime, the locked packages, this Python): a change to any of them, a
-    `git pull` say, gets a fresh warm process, and the old one ends when idle.
+    `git pull` say, gets a fresh warm process, and the old one ends when idle. It lives
+    in a folder only this user can enter; where no such folder can be had (None), the
+    run's warm process is its own. A client sends its environment over the socket, so
+    another user must never be able to stand in for the warm process.
     """
     if not shared:
         return str(Path(tempfile.mkdtemp(prefix="grade-")) / "warm.sock")
+    folder = _private_folder()
+    if folder is None:
+        return None
     digest = hashlib.sha256(f"{sys.executable}\0{sys.version}\0{root}".encode())
     for package in ("autograder", "coursekit"):
         for source in sorted((root / package).rglob("*.py")):
             digest.update(source.read_bytes())
     for lock in sorted((root / "requirements").glob("*.txt")):
         digest.update(lock.read_bytes())
-    user = os.getuid() if hasattr(os, "getuid") else 0
-    return str(Path(tempfile.gettempdir()) / f"autograder-{user}-{digest.hexdigest()[:16]}.sock")
+    return str(folder / f"{digest.hexdigest()[:16]}.sock")
+
+
+def _private_folder() -> Path | None:
+    """`<tmp>/autograder-<uid>`, made if missing, if only this user owns and enters it."""
+    if not hasattr(os, "getuid"):
+        return None
+    folder = Path(tempfile.gettempdir()) / f"autograder-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    try:
+        info = os.lstat(folder)  # lstat: a link planted there is not the folder
+    except OSError:
+        return None
+    private = stat.S_ISDIR(info.st_mode) and not info.st_mode & 0o077
+    return folder if private and info.st_uid == os.getuid() else None
 
 
 def _warm_process() -> _Zygote | None:

@@ -51,7 +51,7 @@ def warm_process_cpu() -> float | None:
             connection.connect(_socket_path(shared=True))
             pid = json.loads(connection.makefile("rb").readline())["ready"]
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, ValueError, KeyError, AttributeError):
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
     # utime, stime, cutime, cstime: fields 14-17 of proc(5), in clock ticks.
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")

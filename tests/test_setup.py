@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+
+import pytest
 
 from tests.helpers import ROOT
 
@@ -56,3 +59,18 @@ def test_the_makefile_targets_go_through_course_py() -> None:
     for target in ("grade", "test", "lab", "serve", "docs"):
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
         assert f"course.py {target}" in makefile, target
+
+
+def test_no_virtual_environment_or_cache_is_tracked() -> None:
+    # A tracked .venv (a link, even) replaces the learner's own on checkout.
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    leaked = [
+        path
+        for path in tracked
+        if path.split("/")[0] in {".venv", ".autograder"} or "/.model_cache/" in f"/{path}"
+    ]
+    assert not leaked, leaked

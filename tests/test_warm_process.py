@@ -49,6 +49,7 @@ def warm_pid(path: str) -> int | None:
 
 def test_a_second_run_is_served_by_the_same_warm_process() -> None:
     path = _socket_path(shared=True)
+    assert path is not None, "no private folder for the shared warm process"
     first = grade_step_01()
     assert first.stdout.rstrip().endswith(FULL), first.stdout
     pid = warm_pid(path)
@@ -83,3 +84,23 @@ def test_a_change_to_the_graders_code_gets_a_new_warm_process(tmp_path: Path) ->
     engine = copy / "autograder" / "engine.py"
     engine.write_text(engine.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
     assert _socket_path(shared=True, root=copy) != before
+
+
+def test_the_shared_socket_lives_only_in_a_folder_no_one_else_can_enter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client sends its environment to the warm process: another user must never be
+    # able to plant a socket (or a link to a folder of theirs) where it looks for one.
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    folder = tmp_path / f"autograder-{os.getuid()}"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    assert _socket_path(shared=True) is None
+    folder.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    folder.symlink_to(tmp_path / "elsewhere")
+    assert _socket_path(shared=True) is None
+    folder.unlink()
+    path = _socket_path(shared=True)
+    assert path is not None and Path(path).parent == folder
+    assert folder.stat().st_mode & 0o777 == 0o700
