@@ -73,16 +73,11 @@ def grade(
 
 @cache
 def _needs(step: Step) -> tuple[str, ...]:
-    return tuple(sorted(_warm_modules([step])))
-
-
-def _warm_modules(steps: list[Step]) -> set[str]:
-    """What the children of these steps import: their tests', solutions' and the grader's."""
+    """What a child of `step` imports: its tests', its solution's and the grader's modules."""
     files = [Path(__file__).with_name("child.py")]
-    for step in steps:
-        files += [*step.exercise_dir.glob("test_*.py"), *step.solution_dir.glob("*.py")]
-    local = {module for step in steps for module in step.modules}
-    return imports_of(files, local) | {"fastapi.testclient", "autograder.child"}
+    files += [*step.exercise_dir.glob("test_*.py"), *step.solution_dir.glob("*.py")]
+    found = imports_of(files, local=step.modules) | {"fastapi.testclient", "autograder.child"}
+    return tuple(sorted(found))
 
 
 def grade_step(step: Step, settings: Settings) -> list[Record]:

@@ -1,10 +1,10 @@
 """What every grading child needs before it starts: imported once, in the warm process.
 
 On Linux and macOS the grader forks each step's child from one warm process
-(`autograder.zygote`), which calls `warm_up` before it forks anything. Importing pytest, FastAPI,
-scikit-learn and skops costs about two seconds of CPU; paid here once, a child starts in
-milliseconds instead. The course's models are parsed here too, and built first if the
-cache is empty, so no two children ever race to build one.
+(`autograder.zygote`), which calls `warm` for what a child needs before forking it, and
+for the rest of `MODULES` while it waits. Importing pytest, FastAPI, scikit-learn and
+skops costs about two seconds of CPU; paid there once, a child starts in milliseconds.
+The course's models are parsed there too, and built first if the cache is empty.
 
 Nothing here imports a learner's code: the warm process is the course's alone. Any
 failure is swallowed, because a child that lacks a warm import just imports it itself.
@@ -114,9 +114,3 @@ def _parse_models() -> None:
         for model in available_models():
             load_model(model)
         reset_load_counts()  # a child's counts start at zero, as in a fresh process
-
-
-def warm_up(modules: list[str] | None = None) -> None:
-    """Warm each of `modules` (default: all of `MODULES`), in order."""
-    for name in ["pytest", *(MODULES if modules is None else modules)]:
-        warm(name)
