@@ -4,6 +4,7 @@
     python course.py test                     the course's own checks
     python course.py lab                      JupyterLab on the lessons
     python course.py serve 01 [--mine]        a step's solution (or your exercise) under uvicorn
+                                              (more options go to uvicorn: --port 8001)
     python course.py docs                     the course website on http://127.0.0.1:8000
 
 Each command first makes sure `.venv` exists and holds the pinned packages it needs
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +71,30 @@ def _digest(group: str) -> str:
 
 
 def run(python: Path, *args: str) -> int:
-    return subprocess.call([str(python), *args], cwd=ROOT)
+    """Run `python args...` in the course folder and return its exit code.
+
+    A signal that stops this wrapper (an IDE's stop button, `kill`, a closed terminal) is
+    passed on to the command, and the wrapper waits for it: otherwise a uvicorn or
+    JupyterLab started here would keep running, holding its port, after the wrapper died.
+    """
+    child = subprocess.Popen([str(python), *args], cwd=ROOT)
+
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    stoppers = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.signal(signum, forward) for signum in stoppers}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached the command too (same terminal): let it finish cleanly.
+                continue
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def step_folder(kind: str, step: str) -> Path:
@@ -107,6 +132,8 @@ def main(argv: list[str]) -> int:
             sys.exit("Which step? For example: python course.py serve 01")
         kind = "exercises" if "--mine" in rest else "solutions"
         folder = step_folder(kind, rest[0])
+        # Anything else is uvicorn's: `serve 01 --port 8001`.
+        options = [arg for arg in rest[1:] if arg != "--mine"]
         python = ensure_venv("grade")
         return run(
             python,
@@ -118,6 +145,7 @@ def main(argv: list[str]) -> int:
             "--reload-dir",
             str(folder),
             "--reload",
+            *options,
         )
     print(f"Unknown command {command!r}.\n\n{USAGE}")
     return 2

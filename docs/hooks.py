@@ -119,13 +119,14 @@ def discover_steps(root: Path) -> list[Step]:
 # --- configuration ------------------------------------------------------------------
 
 _steps: list[Step] = []
+_root_dir: Path | None = None
 _notebook_pages: dict[str, Path] = {}  # src_uri of a lesson page -> its source notebook
 
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
     """Discover the steps and build the navigation from them."""
-    global _steps
-    root = _root(config)
+    global _steps, _root_dir
+    root = _root_dir = _root(config)
     _steps = discover_steps(root)
     config.nav = _navigation(_steps)
     # mkdocs-jupyter resolves its cache folder against the working directory; keep it
@@ -253,9 +254,57 @@ def on_page_markdown(markdown: str, page: Page, **_: Any) -> str:
         if first
         else ""
     )
-    return markdown.replace("<!-- start-button -->", start).replace(
-        "<!-- steps -->", _steps_table()
+    return (
+        markdown.replace("<!-- start-button -->", start)
+        .replace("<!-- steps -->", _steps_table())
+        .replace("<!-- grading-example -->", _grading_example(_root_dir))
     )
+
+
+# The home page's example failure: a real test of step 01 and the message its
+# assertion gives for a case-sensitive word count (`expect_fields` in autograder/expect.py).
+EXAMPLE_FAILURE = (
+    "test_unique_words_ignore_case",
+    'POST /analyze for "Cat cat CAT dog": unique_words = 4 (expected 2).',
+)
+
+
+def _grading_example(root: Path | None) -> str:
+    """What grading prints, rendered by the grader's own report code, so it cannot drift.
+
+    A learner who has one test of step 01 still failing and has not started step 02.
+    """
+    if root is None or not (root / "course.toml").is_file():
+        return ""
+    from autograder.catalog import load_catalog
+    from autograder.records import Record
+    from autograder.reports import score_table, step_summary
+
+    steps = list(load_catalog(root / "course.toml").steps[:2])
+    name, message = EXAMPLE_FAILURE
+    if len(steps) < 2 or name not in {test.name for test in steps[0].tests}:
+        raise PluginError(f"docs/hooks.py: EXAMPLE_FAILURE names {name}, not a test of step 01")
+    records = []
+    for step in steps:
+        for test in step.tests:
+            outcome = "not_started" if step is steps[1] else "passed"
+            outcome = "failed" if test.name == name else outcome
+            records.append(
+                Record(
+                    step=step.id,
+                    step_title=step.title,
+                    test=test.name,
+                    points=test.points,
+                    score=test.points if outcome == "passed" else 0,
+                    outcome=outcome,  # type: ignore[arg-type]
+                    message=message if outcome == "failed" else "",
+                    hint=test.hint,
+                    section=test.section,
+                )
+            )
+    summaries = [step_summary(step, [r for r in records if r.step == step.id]) for step in steps]
+    text = "\n\n".join(summaries) + "\n\n" + score_table(steps, records)
+    return f"```text\n{text}\n```"
 
 
 def _steps_table() -> str:
@@ -312,8 +361,13 @@ def _rewrite_link(match: re.Match[str], page: Page, files: Files) -> str:
     return match.group(1) + target.url_relative_to(page.file) + match.group(3)
 
 
+@event_priority(50)  # before the search plugin's on_page_context, which indexes the title
 def on_page_context(context: dict[str, Any], page: Page, **_: Any) -> dict[str, Any]:
-    """Give step pages a browser-tab title that says which step they belong to."""
+    """Give step pages a title that says which step they belong to.
+
+    The navigation keeps the short "Lesson"; the browser tab and the search results
+    (Material's search reads `page.meta["title"]`) get "Lesson: 01 · First ...".
+    """
     parent = page.parent
     if parent is not None and parent.title and re.match(r"^\d{2} · ", parent.title):
         page.meta["title"] = f"{page.title}: {parent.title}"  # "Lesson: 01 · ..."

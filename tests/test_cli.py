@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.helpers import ROOT, STEPS
+from tests.helpers import ROOT, STEPS, require_shipped_stubs
 
 
 def autograder(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,6 +20,7 @@ def autograder(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_hint_shows_the_hints_of_the_failing_tests() -> None:
     step = STEPS[0]
+    require_shipped_stubs(step)
     result = autograder("hint", step.id)
     assert result.returncode == 0, result.stderr
     assert f"exercises/{step.slug}/README.md" in result.stdout
@@ -29,6 +30,7 @@ def test_hint_shows_the_hints_of_the_failing_tests() -> None:
 
 
 def test_next_names_the_first_step_not_at_full_points() -> None:
+    require_shipped_stubs(*STEPS)
     result = autograder("next")
     assert result.returncode == 0, result.stderr
     first = STEPS[0]

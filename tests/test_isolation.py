@@ -16,7 +16,7 @@ import pytest
 
 from autograder.catalog import load_catalog
 from autograder.engine import MAX_TIMEOUTS_PER_STEP, Settings, grade_step
-from tests.helpers import ROOT, run_pytest_exercises
+from tests.helpers import ROOT, require_shipped_stubs, run_pytest_exercises
 
 STEP = load_catalog().step("01")
 FAST = {"import_timeout": 3.0, "test_timeout": 2.0}  # short limits keep this file quick
@@ -109,6 +109,7 @@ def test_a_cpu_bound_loop_in_a_handler_is_stopped(tmp_path: Path) -> None:
 
 def test_pytest_exercises_survives_a_hanging_import(tmp_path: Path) -> None:
     """The issue's own scenario, through the learner's command, in a copy of the course."""
+    require_shipped_stubs()
     copy = tmp_path / "course"
     for name in ("autograder", "exercises", "solutions"):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -3,6 +3,7 @@ and first, the code-level hint only on request, and messages that show what was 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -19,7 +20,7 @@ from autograder.engine import Settings, grade_step
 from autograder.expect import describe, shown
 from autograder.lastrun import recall, remember
 from autograder.pristine import PRISTINE_FILE, stub_fingerprints
-from tests.helpers import ROOT, STEPS, GradingRun
+from tests.helpers import ROOT, STEPS, GradingRun, require_shipped_stubs
 
 CATALOG = load_catalog()
 
@@ -27,6 +28,8 @@ CATALOG = load_catalog()
 def grade_copy(tmp_path: Path, step_id: str, edit, *options: str, kind: str = "solutions"):  # type: ignore[no-untyped-def]
     """Grade a copy of a step's solution (or stub) with `edit` applied; its report."""
     step = CATALOG.step(step_id)
+    if kind == "exercises":
+        require_shipped_stubs(step)
     root = tmp_path / "submission"
     folder = root / step.slug
     shutil.copytree(ROOT / kind / step.slug, folder)
@@ -53,6 +56,7 @@ def grade_copy(tmp_path: Path, step_id: str, edit, *options: str, kind: str = "s
 
 
 def test_pristine_json_holds_the_fingerprints_of_the_stubs() -> None:
+    require_shipped_stubs(*STEPS)
     recorded = json.loads(PRISTINE_FILE.read_text(encoding="utf-8"))
     assert recorded == stub_fingerprints(), (
         "a stub changed: run `python -m autograder pristine --update`"
@@ -60,6 +64,7 @@ def test_pristine_json_holds_the_fingerprints_of_the_stubs() -> None:
 
 
 def test_an_untouched_step_is_one_line(stubs_run: GradingRun) -> None:
+    require_shipped_stubs(*STEPS)
     for step in STEPS:
         block = stubs_run.stdout.split(f"\n{step.id} {step.title} ", 1)[1].split("\n\n", 1)[0]
         lines = block.strip().splitlines()
@@ -174,3 +179,16 @@ def test_course_py_grades_only_the_step_it_is_given() -> None:
     )
     rows = [line for line in completed.stdout.splitlines() if re.match(r"\| \d\d ", line)]
     assert [row.split("|")[1].strip() for row in rows] == ["01"], completed.stdout
+
+
+def test_the_home_pages_example_failure_is_what_the_grader_says(tmp_path: Path) -> None:
+    """docs/index.md shows a report rendered from a record whose message is written by
+    hand (docs/hooks.py, EXAMPLE_FAILURE): it must be the message grading really gives."""
+    spec = importlib.util.spec_from_file_location("course_site_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = hooks  # its dataclasses look their module up there
+    spec.loader.exec_module(hooks)
+    test, message = hooks.EXAMPLE_FAILURE
+    output = grade_copy(tmp_path, "01", lambda text: text.replace("word.lower()", "word"))
+    assert f"FAIL {test}" in output and message in output, output

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 
@@ -74,3 +80,50 @@ def test_no_virtual_environment_or_cache_is_tracked() -> None:
         if path.split("/")[0] in {".venv", ".autograder"} or "/.model_cache/" in f"/{path}"
     ]
     assert not leaked, leaked
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals and process groups")
+def test_stopping_course_py_serve_stops_uvicorn() -> None:
+    """`kill` on the wrapper (what an IDE's stop button sends) leaves no server behind."""
+    port = _free_port()
+    wrapper = subprocess.Popen(
+        [sys.executable, "course.py", "serve", "01", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: ours to inspect and clean up
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert wrapper.poll() is None, "course.py serve exited before it served"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "uvicorn never answered /health"
+                time.sleep(0.2)
+        wrapper.send_signal(signal.SIGTERM)
+        wrapper.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _group_alive(wrapper.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _group_alive(wrapper.pid), "uvicorn kept running after course.py serve stopped"
+    finally:
+        if _group_alive(wrapper.pid):
+            os.killpg(wrapper.pid, signal.SIGKILL)
+        wrapper.wait(timeout=30)

@@ -220,6 +220,17 @@ def test_solutions_are_on_instructor_pages_only(site: Path) -> None:
     assert not [loc for loc in locations if loc.startswith("instructors/solutions/")]
 
 
+def test_search_results_name_the_step_of_each_lesson(site: Path) -> None:
+    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    titles = {doc["location"]: doc["title"] for doc in index["docs"]}
+    for notebook in LESSONS:
+        location = notebook.relative_to(ROOT).with_suffix(".html").as_posix()
+        title = titles.get(location)
+        assert title is not None and re.match(rf"^Lesson: {notebook.stem[:2]} · \S", title), (
+            f"the search result for {location} is titled {title!r}, not after its step"
+        )
+
+
 def test_navigation_follows_course_order(site: Path) -> None:
     labels = re.findall(r"^\s*(\d{2}) · ", (site / "index.html").read_text(encoding="utf-8"), re.M)
     steps = sorted({p.parent.name[:2] for p in LESSONS + EXERCISES})

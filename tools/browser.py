@@ -91,6 +91,7 @@ class Visit:
     title: str = ""
     dom: str = ""
     ready: bool = False
+    measured: Any = None
     requests: dict[str, Request] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -245,11 +246,13 @@ class Chromium:
         screenshot: Path | None = None,
         width: int = 1280,
         height: int = 900,
+        measure: str | None = None,
     ) -> Visit:
         """Open `url` in a new tab and wait until the JavaScript `ready` is true.
 
         Then waits until no request has been in flight for `quiet` seconds, so late
-        fetches are recorded too, and returns the page's title, DOM and requests.
+        fetches are recorded too, and returns the page's title, DOM and requests, and
+        the value of the JavaScript `measure` (JSON-serialisable) in `measured`.
         """
         visit = Visit(url)
         with self.events() as events:
@@ -295,6 +298,8 @@ class Chromium:
                     if self._evaluate(ready, session):
                         visit.ready = True
                         break
+                if measure is not None:
+                    visit.measured = self._evaluate(measure, session)
                 visit.title = self._evaluate("document.title", session) or ""
                 visit.dom = self._evaluate("document.documentElement.outerHTML", session) or ""
                 if screenshot is not None:
