@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "build" / "screenshots"
 LESSONS = sorted(ROOT.glob("lessons/[0-9][0-9]_*/*.ipynb"))
 SOLUTION_APPS = sorted(ROOT.glob("solutions/[0-9][0-9]_*/app.py"))
+EXERCISES = sorted(p.parent for p in ROOT.glob("exercises/[0-9][0-9]_*/README.md"))
 SITE_NAME = "FastAPI for ML serving and LLM backends"
 
 
@@ -144,6 +145,31 @@ def test_lesson_page_renders_its_outputs(
     assert visit.title.startswith("Lesson: ") and visit.title.endswith(SITE_NAME)
     assert "md-nav__link--active" in visit.dom
     assert "jp-CodeCell" in visit.dom
+
+
+# On an exercise page: the inline code of its tables that the browser broke over two
+# lines, and where each of the statement's header labels starts.
+LAYOUT = """(() => {
+  const broken = [...document.querySelectorAll('.md-typeset table code')]
+    .filter((code) => code.getClientRects().length > 1).map((code) => code.textContent);
+  const labels = [...document.querySelectorAll('.md-typeset strong')]
+    .filter((s) => /^(Lesson:|You edit:|Grade it:|Stuck\\?)$/.test(s.textContent.trim()));
+  return {broken, labels: labels.map((s) => [s.textContent, s.getBoundingClientRect().top])};
+})()"""
+
+
+@pytest.mark.parametrize("width", [1280, 600], ids=["wide", "narrow"])
+@pytest.mark.parametrize("exercise", EXERCISES, ids=[p.name for p in EXERCISES])
+def test_exercise_page_header_and_tables_read_cleanly(
+    browser: Any, site: Path, exercise: Path, width: int
+) -> None:
+    page = site / "exercises" / exercise.name / "index.html"
+    visit = browser.visit(page.as_uri(), timeout=10, width=width, measure=LAYOUT)
+    broken, labels = visit.measured["broken"], visit.measured["labels"]
+    assert broken == [], f"inline code broken over two lines in a table: {broken}"
+    assert [text for text, _ in labels] == ["Lesson:", "You edit:", "Grade it:", "Stuck?"], labels
+    tops = [top for _, top in labels]
+    assert len(set(tops)) == len(tops), f"the header labels share a line: {labels}"
 
 
 # Typing into Material's search box, again on every poll until results show: the search
