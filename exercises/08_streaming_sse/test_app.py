@@ -1,11 +1,12 @@
 """Graded tests for step 08. Read them: they are the exact contract of the exercise.
 
 Run them with `pytest exercises/08_streaming_sse`. Points and hints live in course.toml.
-`client` is a `TestClient` on the `app` in your app.py (it reads a whole stream at
-once); `live_server` runs your app under a real uvicorn server, so the tests that need
-to see events arrive one by one use it with httpx and httpx-sse. Those tests swap your
-model for `coursekit.llm.GatedLM`, which holds every token after the first until the
-test lets it through; the tests of a failure mid-answer swap in `coursekit.llm.FailingLM`,
+`client` is a `TestClient` on the `app` in your app.py (`client.post` reads a whole
+stream at once, `client.stream` reads it as it arrives); `live_server` runs your app
+under a real uvicorn server, which the test of incremental delivery reads with httpx and
+httpx-sse. The tests of streaming and of a disconnect swap your model for
+`coursekit.llm.GatedLM`, which holds every token after the first until the test lets it
+through; the tests of a failure mid-answer swap in `coursekit.llm.FailingLM`,
 which raises after a given number of tokens.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import EventSource, connect_sse
 
 from autograder.expect import (
     expect_equal,
@@ -374,15 +375,13 @@ def test_the_first_token_arrives_before_the_second_is_generated(app, live_server
     tokens_then_done(rest, "the rest of the stream")
 
 
-def test_generation_stops_when_the_client_disconnects(app, live_server):
+def test_generation_stops_when_the_client_disconnects(app, client):
     gated = GatedLM(timeout=GATE_TIMEOUT)
     use_model(app, gated)
-    with (
-        httpx.Client(base_url=live_server, timeout=READ_TIMEOUT) as http,
-        connect_sse(http, "POST", "/chat/stream", json=chat(max_tokens=50)) as source,
-    ):
-        expect_status(source.response, 200)
-        first = next(source.iter_sse())
+    # TestClient streams too: closing its response tells the app the client has gone.
+    with client.stream("POST", "/chat/stream", json=chat(max_tokens=50)) as response:
+        expect_status(response, 200)
+        first = next(EventSource(response).iter_sse())
         token_of({"event": first.event, "data": first.data}, "the first event")
     # Leaving the block closes the connection: the client has gone away.
     if not gated.closed_early.wait(GATE_TIMEOUT / 2):
