@@ -491,7 +491,8 @@ def test_the_events_are_documented_in_openapi(app, client):
             )
 
 
-def test_empty_messages_are_a_422(client):
+def test_empty_messages_are_a_422(app, client):
+    use_model(app, get_model())  # no delay per token
     tokens_then_done(stream(client, chat(max_tokens=2)), "a valid request first")
     expect_validation_error(
         client.post("/chat/stream", json={**chat(), "messages": []}), loc=["body", "messages"]
