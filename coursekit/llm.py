@@ -27,6 +27,11 @@ Test double
     `GatedLM` streams the same tokens but holds each token after the first until a
     test lets it through, from any thread, and records whether the consumer stopped
     the stream early (a client that disconnected).
+
+    `FailingLM` streams the same tokens and then fails mid-answer: it yields the first
+    `fail_after` tokens and raises an error (`ModelError` unless told otherwise), as a
+    real model server does when it crashes or drops the connection after the response
+    has started.
 """
 
 from __future__ import annotations
@@ -393,6 +398,68 @@ class GatedLM:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"GatedLM: no token allowed within {self.timeout} s")
             await asyncio.sleep(self.poll)
+
+
+class ModelError(RuntimeError):
+    """A model failed while it was generating (what `FailingLM` raises by default)."""
+
+
+class FailingLM:
+    """A `TinyLM` that fails mid-answer, for testing what a service does then.
+
+    Each stream yields the first `fail_after` tokens of the wrapped model's answer
+    (none if it is 0), then raises `error`, or `ModelError` if `error` is None. An
+    answer of `fail_after` tokens or fewer completes without an error. `generate`
+    returns the whole answer, so a test knows which tokens come before the failure;
+    `failures` counts the streams that raised.
+    """
+
+    name = "coursekit-failinglm"
+
+    def __init__(
+        self, fail_after: int, *, error: Exception | None = None, model: TinyLM | None = None
+    ) -> None:
+        """Fail after `fail_after` tokens of `model` (the shared zero-delay `TinyLM`)."""
+        if fail_after < 0:
+            raise ValueError(f"fail_after must not be negative, got {fail_after}")
+        self.fail_after = fail_after
+        self.error = error
+        self.model = model if model is not None else get_model()
+        self.failures = 0
+
+    def generate(
+        self,
+        messages: Messages,
+        *,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> list[str]:
+        """Return the wrapped model's whole answer (the stream fails part-way through it)."""
+        return self.model.generate(
+            messages, max_tokens=max_tokens, seed=seed, temperature=temperature
+        )
+
+    async def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> AsyncIterator[str]:
+        """Yield the first `fail_after` tokens, then raise the error."""
+        tokens = self.generate(messages, max_tokens=max_tokens, seed=seed, temperature=temperature)
+        for token in tokens[: self.fail_after]:
+            await asyncio.sleep(0)  # a turn for the event loop, as TinyLM gives
+            yield token
+        if len(tokens) > self.fail_after:
+            self.failures += 1
+            raise (
+                self.error
+                if self.error is not None
+                else ModelError(f"{self.name}: failed after {self.fail_after} tokens")
+            )
 
 
 class OpenAIChatModel:

@@ -4,11 +4,13 @@ Read README.md in this folder first: it states the exact wire format.
 Grade your work with `pytest exercises/08_streaming_sse`.
 """
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Query
+from events import DONE, STREAM_RESPONSES, ErrorData, TokenData
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
@@ -19,22 +21,35 @@ from coursekit.llm import ChatModel, get_model
 # A short pause per token, so a browser shows the answer appear word by word.
 TOKEN_DELAY = 0.02
 MAX_TOKENS = 256
+MAX_MESSAGES = 32
+MAX_CONTENT_LENGTH = 4000  # characters per message
+# 1 MiB: the longest valid chat (32 messages of 4,000 characters) fits, even escaped.
+MAX_BODY_SIZE = 1_048_576
+# What the client reads when the model fails: never the exception's text, which may
+# name hosts, keys or internals.
+MODEL_FAILED = "The model failed while writing this answer; it is incomplete."
 PAGE = Path(__file__).parent / "chat.html"
 
+logger = logging.getLogger(__name__)
+
+# TODO: refuse request bodies over MAX_BODY_SIZE bytes with a 413, before any route
+# runs (lesson 04, "Request body size limits"; lesson 08, "Validating and bounding the
+# request").
 app = FastAPI(title="Chat streaming", version="1.0.0", docs_url=None, redoc_url=None)
 add_offline_docs(app)  # /docs and /redoc without a CDN (see lesson 01)
 
 
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
+    # TODO: bound the content to MAX_CONTENT_LENGTH characters ("Validating and
+    # bounding the request").
     content: str
 
 
 class ChatRequest(BaseModel):
-    # TODO: declare three fields:
-    # - `messages`: a list of Message with at least one item (Field(min_length=1));
-    # - `max_tokens`: an int from 1 to MAX_TOKENS, default 32 (Field(default=..., ge=..., le=...));
-    # - `seed`: an int, default 0.
+    # TODO: the three fields of the table in README.md, with their defaults and bounds:
+    # `messages` (1 to MAX_MESSAGES of them), `max_tokens` (1 to MAX_TOKENS, default 32)
+    # and `seed` (default 0). Lesson section "Validating and bounding the request".
     pass
 
 
@@ -50,39 +65,31 @@ ChatModelDep = Annotated[ChatModel, Depends(get_chat_model)]
 async def token_events(
     model: ChatModel, messages: list[Message], max_tokens: int, seed: int
 ) -> AsyncIterator[ServerSentEvent]:
-    # TODO: `async for token in model.stream_chat(messages, max_tokens=..., seed=...)`, and
-    # for each token yield ServerSentEvent(event="token", id=<"0", "1", ...>, data={"token": token})
-    # at once, inside the loop (never collect the tokens first). After the loop, yield one
-    # ServerSentEvent(event="done", raw_data="[DONE]"). Remove the `raise` and keep the `yield`s.
+    # TODO: stream the model's answer as the README's events, each sent the moment the
+    # model yields its token ("Streaming tokens from a model", "Proving it streams"):
+    # - a token event per token, numbered from 0 in this stream, its data a TokenData
+    #   ("Event types, ids and the end marker", "Typed events: validated and documented");
+    # - if the model raises, log it and send one error event (an ErrorData holding
+    #   MODEL_FAILED) instead of letting the exception escape ("When the model fails
+    #   mid-stream");
+    # - last, always, the done event whose data is the bare text DONE.
+    # Remove the `raise` and the bare `yield` below when you write it.
     raise NotImplementedError
     yield  # makes this function an async generator; delete it with the line above
 
 
+# TODO: document the stream's events in /openapi.json with the responses that events.py
+# gives ("Typed events: validated and documented").
 @app.post("/chat/stream", response_class=EventSourceResponse)
-async def chat_stream(request: ChatRequest, model: ChatModelDep) -> AsyncIterator[ServerSentEvent]:
-    # TODO: yield every event of token_events(model, request.messages, request.max_tokens,
-    # request.seed). response_class=EventSourceResponse makes FastAPI send each yielded
-    # ServerSentEvent as text/event-stream, as soon as it is yielded.
-    raise NotImplementedError
-    yield  # makes this function an async generator; delete it with the line above
-
-
-@app.get("/chat/stream", response_class=EventSourceResponse)
-async def chat_stream_get(
-    model: ChatModelDep,
-    prompt: Annotated[str, Query(min_length=1)],
-    max_tokens: Annotated[int, Query()] = 32,
-    seed: int = 0,
-) -> AsyncIterator[ServerSentEvent]:
-    # TODO: bound max_tokens like the POST body (Query(ge=1, le=MAX_TOKENS)). Then make the
-    # prompt a one-message chat, [Message(role="user", content=prompt)], and yield every
-    # event of token_events for it, exactly as the POST route does.
+async def chat_stream(chat: ChatRequest, model: ChatModelDep) -> AsyncIterator[ServerSentEvent]:
+    # TODO: send every event of token_events for this chat, as token_events yields it
+    # (response_class=EventSourceResponse makes each yielded event one SSE frame).
     raise NotImplementedError
     yield  # makes this function an async generator; delete it with the line above
 
 
 @app.get("/")
 def chat_page() -> FileResponse:
-    # TODO: return FileResponse(PAGE, media_type="text/html"): the page in chat.html opens
-    # an EventSource on GET /chat/stream.
+    # TODO: answer with the page in PAGE (chat.html, beside this file) as text/html
+    # ("A chat page: POST and fetch()").
     raise NotImplementedError

@@ -1,23 +1,26 @@
 """Graded tests for step 08. Read them: they are the exact contract of the exercise.
 
 Run them with `pytest exercises/08_streaming_sse`. Points and hints live in course.toml.
-`client` is a `TestClient` on the `app` in your app.py (it reads a whole stream at
-once); `live_server` runs your app under a real uvicorn server, so the tests that need
-to see events arrive one by one use it with httpx and httpx-sse. Those tests swap your
-model for `coursekit.llm.GatedLM`, which holds every token after the first until the
-test lets it through.
+`client` is a `TestClient` on the `app` in your app.py (`client.post` reads a whole
+stream at once, `client.stream` reads it as it arrives); `live_server` runs your app
+under a real uvicorn server, which the test of incremental delivery reads with httpx and
+httpx-sse. The tests of streaming and of a disconnect swap your model for
+`coursekit.llm.GatedLM`, which holds every token after the first until the test lets it
+through; the tests of a failure mid-answer swap in `coursekit.llm.FailingLM`,
+which raises after a given number of tokens.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import EventSource, connect_sse
 
 from autograder.expect import (
     expect_equal,
@@ -26,7 +29,7 @@ from autograder.expect import (
     shown,
     shown_body,
 )
-from coursekit.llm import GatedLM, get_model
+from coursekit.llm import FailingLM, GatedLM, ModelError, get_model
 
 QUESTION = "How does a model stream tokens to a client?"
 # A whole conversation: the model must get every message, in order, not only the last.
@@ -36,6 +39,10 @@ CONVERSATION = [
     {"role": "assistant", "content": "A batch is a group of rows scored in one call."},
     {"role": "user", "content": QUESTION},
 ]
+MAX_MESSAGES = 32
+MAX_CONTENT_LENGTH = 4000  # characters per message
+BODY_LIMIT = 1_048_576  # bytes: MAX_BODY_SIZE in the statement
+JSON_HEADERS = {"content-type": "application/json"}
 GATE_TIMEOUT = 2.0  # seconds a held token waits for the test before the stream gives up
 READ_TIMEOUT = 3.0  # seconds the test waits for the server's next bytes
 
@@ -152,8 +159,64 @@ def use_model(app: Any, model: Any) -> None:
     app.dependency_overrides[dependency] = lambda: model
 
 
+def post_raw(client: Any, content: bytes | Iterator[bytes]) -> Any:
+    """POST bytes as JSON to /chat/stream: how a test sends a body of an exact size."""
+    return client.post("/chat/stream", content=content, headers=JSON_HEADERS)
+
+
+def padded(body: dict[str, Any], size: int) -> bytes:
+    """`body` as JSON, padded with spaces to exactly `size` bytes: still valid JSON."""
+    data = json.dumps(body).encode()
+    return data + b" " * (size - len(data))
+
+
+def chunked(data: bytes, chunk: int = 64 * 1024) -> Iterator[bytes]:
+    """`data` as a generator: a body with no length goes out chunked, without Content-Length."""
+    for start in range(0, len(data), chunk):
+        yield data[start : start + chunk]
+
+
+def failing_stream(client: Any, model: FailingLM, body: dict[str, Any], what: str) -> Any:
+    """POST /chat/stream while `model` fails mid-answer: the response, 200."""
+    try:
+        response = client.post("/chat/stream", json=body)
+    except Exception as exc:  # what the app let escape, re-raised by TestClient
+        raise AssertionError(
+            f"{what}: the model raised {type(exc).__name__} after {model.fail_after} token(s), "
+            "and the exception escaped your stream: a real client sees the connection break "
+            "with no error event and no end marker (and events already yielded may be lost). "
+            "Catch the model's errors around the loop over its tokens."
+        ) from None
+    expect_status(response, 200)
+    return response
+
+
+def error_message_of(event: dict[str, str], what: str) -> str:
+    """The message of an error event: `data` must be the JSON object {"message": "..."}."""
+    if event.get("event") != "error":
+        raise AssertionError(f'{what}: expected "event: error", got the event {shown(event)}.')
+    try:
+        data = json.loads(event.get("data", ""))
+    except json.JSONDecodeError:
+        raise AssertionError(
+            f'{what}: the data line must be JSON like {{"message": "..."}}, got '
+            f"{shown(event.get('data'))}."
+        ) from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("message"), str)
+        or not data["message"]
+    ):
+        raise AssertionError(
+            f'{what}: the data must be a JSON object {{"message": "<text>"}} with a message '
+            f"that is not empty, got {shown(data)}."
+        )
+    return data["message"]
+
+
 def test_the_stream_is_served_as_text_event_stream(client):
-    response = client.post("/chat/stream", json=chat())
+    # The app's own model (get_chat_model, with its delay per token): it must work as is.
+    response = client.post("/chat/stream", json=chat(max_tokens=3))
     expect_status(response, 200)
     content_type = response.headers.get("content-type", "")
     expect_equal(
@@ -161,13 +224,17 @@ def test_the_stream_is_served_as_text_event_stream(client):
         "text/event-stream",
         "the content type of POST /chat/stream",
     )
-    if not parse_sse(response.text):
+    events = parse_sse(response.text)
+    if not events:
         raise AssertionError(
             f"POST /chat/stream answered no SSE events. Body: {shown_body(response.text)}"
         )
+    tokens = tokens_then_done(events, "POST /chat/stream with the app's own model")
+    expect_equal(tokens, expected_tokens(max_tokens=3), "the tokens of the app's own model")
 
 
-def test_each_token_is_a_token_event_with_json_data(client):
+def test_each_token_is_a_token_event_with_json_data(app, client):
+    use_model(app, get_model())  # no delay per token
     events = stream(client, chat(max_tokens=4))
     if len(events) < 4:
         raise AssertionError(f"expected at least 4 token events, got {shown(events)}.")
@@ -175,9 +242,10 @@ def test_each_token_is_a_token_event_with_json_data(client):
         token_of(event, f"event {i} of POST /chat/stream")
 
 
-def test_the_tokens_are_the_models_answer_for_the_seed(client):
-    for seed in (0, 7):
-        events = stream(client, chat(max_tokens=8, seed=seed))
+def test_the_tokens_are_the_models_answer_for_the_seed(app, client):
+    use_model(app, get_model())  # no delay per token
+    for seed, max_tokens in ((0, 8), (7, 8), (7, 3)):
+        events = stream(client, chat(max_tokens=max_tokens, seed=seed))
         tokens = [
             token_of(e, f"event {i} (seed {seed})")
             for i, e in enumerate(events)
@@ -185,14 +253,9 @@ def test_the_tokens_are_the_models_answer_for_the_seed(client):
         ]
         expect_equal(
             tokens,
-            expected_tokens(max_tokens=8, seed=seed),
-            f"the tokens for seed {seed}, max_tokens 8",
+            expected_tokens(max_tokens=max_tokens, seed=seed),
+            f"the tokens for seed {seed}, max_tokens {max_tokens}",
         )
-    events = stream(client, chat(max_tokens=3, seed=7))
-    tokens = [token_of(e, f"event {i}") for i, e in enumerate(events) if e.get("event") == "token"]
-    expect_equal(
-        tokens, expected_tokens(max_tokens=3, seed=7), "the tokens for seed 7, max_tokens 3"
-    )
 
 
 def expect_one_call(
@@ -233,49 +296,48 @@ def test_the_model_gets_the_whole_conversation(app, client):
     expect_equal(
         tokens, get_model().generate(CONVERSATION, max_tokens=4, seed=5), f"the tokens of {what}"
     )
-    response = client.get("/chat/stream", params={"prompt": QUESTION, "max_tokens": 3, "seed": 2})
-    expect_status(response, 200)
-    what = "GET /chat/stream?prompt=...&max_tokens=3&seed=2"
-    tokens_then_done(parse_sse(response.text), what)
-    expect_one_call(model, what, [{"role": "user", "content": QUESTION}], max_tokens=3, seed=2)
+    one = [{"role": "user", "content": QUESTION}]
+    what = "a second POST /chat/stream, with one message"
+    tokens_then_done(stream(client, {"messages": one, "max_tokens": 3, "seed": 2}), what)
+    expect_one_call(model, what, one, max_tokens=3, seed=2)
 
 
 def test_max_tokens_defaults_to_32_and_seed_to_0(app, client):
     use_model(app, get_model())  # no delay per token
-    expected = expected_tokens(max_tokens=32, seed=0)
     body = chat()
     del body["max_tokens"], body["seed"]
     tokens = tokens_then_done(stream(client, body), "POST /chat/stream without max_tokens and seed")
-    expect_equal(tokens, expected, "the tokens of a POST without max_tokens and seed (32, seed 0)")
-    response = client.get("/chat/stream", params={"prompt": QUESTION})
-    expect_status(response, 200)
-    tokens = tokens_then_done(parse_sse(response.text), "GET /chat/stream?prompt=... alone")
-    expect_equal(tokens, expected, "the tokens of a GET without max_tokens and seed (32, seed 0)")
+    expect_equal(
+        tokens,
+        expected_tokens(max_tokens=32, seed=0),
+        "the tokens of a POST without max_tokens and seed (32, seed 0)",
+    )
 
 
-def test_the_stream_ends_with_one_done_event(client):
-    events = stream(client, chat(max_tokens=5))
-    tokens = tokens_then_done(events, "POST /chat/stream")
-    expect_equal(len(tokens), 5, "the number of token events before the done event (max_tokens 5)")
+def test_the_stream_ends_with_one_done_event(app, client):
+    use_model(app, get_model())  # no delay per token
+    for max_tokens in (5, 1):
+        tokens = tokens_then_done(
+            stream(client, chat(max_tokens=max_tokens)),
+            f"POST /chat/stream (max_tokens {max_tokens})",
+        )
+        expect_equal(
+            len(tokens),
+            max_tokens,
+            f"the number of token events before the done event (max_tokens {max_tokens})",
+        )
 
 
 def test_token_events_are_numbered_from_zero(app, client):
     use_model(app, get_model())  # no delay per token
     # Several streams on one app: each stream numbers its own tokens, from 0.
     streams = [
-        ("POST /chat/stream (max_tokens 5)", "post", {"json": chat(max_tokens=5)}, 5),
-        ("a second POST /chat/stream (max_tokens 3)", "post", {"json": chat(max_tokens=3)}, 3),
-        (
-            "then GET /chat/stream (max_tokens 2)",
-            "get",
-            {"params": {"prompt": QUESTION, "max_tokens": 2}},
-            2,
-        ),
+        ("POST /chat/stream (max_tokens 5)", 5),
+        ("a second POST /chat/stream (max_tokens 3)", 3),
+        ("a third POST /chat/stream (max_tokens 2)", 2),
     ]
-    for what, method, request, count in streams:
-        response = getattr(client, method)("/chat/stream", **request)
-        expect_status(response, 200)
-        events = parse_sse(response.text)
+    for what, count in streams:
+        events = stream(client, chat(max_tokens=count))
         ids = [event.get("id") for event in events if event.get("event") == "token"]
         expect_equal(ids, [str(i) for i in range(count)], f"the id of each token event of {what}")
 
@@ -313,15 +375,13 @@ def test_the_first_token_arrives_before_the_second_is_generated(app, live_server
     tokens_then_done(rest, "the rest of the stream")
 
 
-def test_generation_stops_when_the_client_disconnects(app, live_server):
+def test_generation_stops_when_the_client_disconnects(app, client):
     gated = GatedLM(timeout=GATE_TIMEOUT)
     use_model(app, gated)
-    with (
-        httpx.Client(base_url=live_server, timeout=READ_TIMEOUT) as http,
-        connect_sse(http, "POST", "/chat/stream", json=chat(max_tokens=50)) as source,
-    ):
-        expect_status(source.response, 200)
-        first = next(source.iter_sse())
+    # TestClient streams too: closing its response tells the app the client has gone.
+    with client.stream("POST", "/chat/stream", json=chat(max_tokens=50)) as response:
+        expect_status(response, 200)
+        first = next(EventSource(response).iter_sse())
         token_of({"event": first.event, "data": first.data}, "the first event")
     # Leaving the block closes the connection: the client has gone away.
     if not gated.closed_early.wait(GATE_TIMEOUT / 2):
@@ -332,24 +392,107 @@ def test_generation_stops_when_the_client_disconnects(app, live_server):
         )
 
 
-def test_the_get_variant_streams_the_same_answer(client):
-    response = client.get("/chat/stream", params={"prompt": QUESTION, "max_tokens": 5, "seed": 3})
-    expect_status(response, 200)
-    content_type = response.headers.get("content-type", "")
-    expect_equal(
-        content_type.split(";")[0].strip(),
-        "text/event-stream",
-        "the content type of GET /chat/stream",
-    )
-    tokens = tokens_then_done(parse_sse(response.text), "GET /chat/stream")
-    expect_equal(
-        tokens,
-        expected_tokens(max_tokens=5, seed=3),
-        "the tokens of GET /chat/stream?seed=3&max_tokens=5",
-    )
+def test_a_model_failure_mid_answer_sends_an_error_event_then_done(app, client):
+    # Two kinds of failure, after some tokens and before any: catch them all, not one type.
+    for fail_after, error in ((2, ModelError("the model server crashed")), (0, OSError("reset"))):
+        model = FailingLM(fail_after, error=error)
+        use_model(app, model)
+        what = f"POST /chat/stream while the model raises {type(error).__name__} after {fail_after}"
+        response = failing_stream(client, model, chat(max_tokens=6), what)
+        events = parse_sse(response.text)
+        if len(events) < 2:
+            raise AssertionError(
+                f"{what} token(s): expected the tokens, one error event and the done event; "
+                f"got {shown(events)}."
+            )
+        *tokens, error_event, done = events
+        expect_equal(
+            (done.get("event"), done.get("data")),
+            ("done", "[DONE]"),
+            f"{what} token(s): the last event's (event, data), after the error event",
+        )
+        error_message_of(error_event, f"{what} token(s), the event before the done event")
+        expect_equal(
+            [token_of(event, f"{what} token(s), event {i}") for i, event in enumerate(tokens)],
+            model.generate(chat()["messages"], max_tokens=6)[:fail_after],
+            f"{what} token(s): the token events before the error event",
+        )
 
 
-def test_empty_messages_are_a_422(client):
+def test_the_error_event_does_not_show_the_exceptions_text(app, client):
+    secret = "connection to 10.0.0.7:8000 refused (key sk-test-4f2a)"
+    model = FailingLM(1, error=RuntimeError(secret))
+    use_model(app, model)
+    what = f"POST /chat/stream while the model raises RuntimeError({secret!r})"
+    response = failing_stream(client, model, chat(max_tokens=4), what)
+    errors = [event for event in parse_sse(response.text) if event.get("event") == "error"]
+    if len(errors) != 1:
+        raise AssertionError(f"{what}: expected one error event, got {len(errors)}.")
+    error_message_of(errors[0], f"{what}: the error event")
+    for part in ("10.0.0.7", "sk-test-4f2a"):
+        if part in response.text:
+            raise AssertionError(
+                f"{what}: the stream shows {part!r}, from the exception's text. The client "
+                "gets a message of your own; the details belong in the server's log."
+            )
+
+
+def test_a_model_failure_is_logged(app, client, caplog):
+    model = FailingLM(2)
+    use_model(app, model)
+    what = "POST /chat/stream while the model raises ModelError after 2 tokens"
+    with caplog.at_level(logging.WARNING):
+        failing_stream(client, model, chat(max_tokens=4), what)
+    if not any(record.levelno >= logging.WARNING for record in caplog.records):
+        raise AssertionError(
+            f"{what} logged nothing at level WARNING or above. Log the failure (for "
+            "instance logger.exception(...)) before sending the error event: the client's "
+            "message says little, the log is where you find out what happened."
+        )
+
+
+def test_the_events_are_documented_in_openapi(app, client):
+    operation = client.get("/openapi.json").json()["paths"]["/chat/stream"]["post"]
+    content = operation.get("responses", {}).get("200", {}).get("content", {})
+    item = content.get("text/event-stream", {}).get("itemSchema", {})
+    documented = {
+        entry.get("properties", {}).get("event", {}).get("const"): entry
+        for entry in item.get("oneOf", [])
+    }
+    if set(documented) != {"token", "error", "done"}:
+        raise AssertionError(
+            "/openapi.json documents POST /chat/stream's events as "
+            f"{shown(item)}: FastAPI writes only the generic SSE envelope for a stream of "
+            "ServerSentEvent. Expected one entry (oneOf) per event: token, error and done. "
+            "Pass the given STREAM_RESPONSES as the route's responses."
+        )
+    if "413" not in operation.get("responses", {}):
+        raise AssertionError("/openapi.json does not list a 413 for POST /chat/stream.")
+    # The stream must be what its documentation says, for a full answer and a failed one.
+    use_model(app, get_model())
+    events = stream(client, chat(max_tokens=3))
+    model = FailingLM(1)
+    use_model(app, model)
+    events += parse_sse(failing_stream(client, model, chat(), "a failing stream").text)
+    for event in events:
+        name = event.get("event")
+        if name not in documented:
+            raise AssertionError(f"the event {shown(event)} is not one /openapi.json documents.")
+        data_schema = documented[name]["properties"]["data"]
+        if "const" in data_schema:
+            expect_equal(event.get("data"), data_schema["const"], f"the data of a {name} event")
+            continue
+        data = json.loads(event.get("data", "null"))
+        required = data_schema["contentSchema"].get("required", [])
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in required):
+            raise AssertionError(
+                f"the {name} event {shown(event)} does not match its documented data, an "
+                f"object with the string fields {shown(required)}."
+            )
+
+
+def test_empty_messages_are_a_422(app, client):
+    use_model(app, get_model())  # no delay per token
     tokens_then_done(stream(client, chat(max_tokens=2)), "a valid request first")
     expect_validation_error(
         client.post("/chat/stream", json={**chat(), "messages": []}), loc=["body", "messages"]
@@ -374,27 +517,58 @@ def test_max_tokens_out_of_range_is_a_422(app, client):
         expect_validation_error(
             client.post("/chat/stream", json=chat(max_tokens=bad)), loc=["body", "max_tokens"]
         )
-    for bad in (0, -1, 257):
+
+
+def test_message_count_and_length_are_bounded(app, client):
+    use_model(app, get_model())  # no delay per token
+    longest = "word " * (MAX_CONTENT_LENGTH // 5)  # exactly MAX_CONTENT_LENGTH characters
+    most = [{"role": "user", "content": longest} for _ in range(MAX_MESSAGES)]
+    tokens_then_done(
+        stream(client, {"messages": most, "max_tokens": 2}),
+        f"a valid request: {MAX_MESSAGES} messages of {MAX_CONTENT_LENGTH} characters",
+    )
+    expect_validation_error(
+        client.post("/chat/stream", json={"messages": [*most, most[0]]}),
+        loc=["body", "messages"],
+    )
+    too_long = longest + "x"
+    for messages, index in (
+        ([{"role": "system", "content": too_long}, {"role": "user", "content": QUESTION}], 0),
+        (
+            [
+                {"role": "user", "content": QUESTION},
+                {"role": "assistant", "content": too_long},
+                {"role": "user", "content": QUESTION},
+            ],
+            1,
+        ),
+    ):
         expect_validation_error(
-            client.get("/chat/stream", params={"prompt": QUESTION, "max_tokens": bad}),
-            loc=["query", "max_tokens"],
+            client.post("/chat/stream", json={"messages": messages}),
+            loc=["body", "messages", index, "content"],
         )
-    expect_validation_error(
-        client.get("/chat/stream", params={"prompt": ""}), loc=["query", "prompt"]
-    )
-    expect_validation_error(
-        client.get("/chat/stream"), loc=["query", "prompt"], error_type="missing"
-    )
 
 
-def test_the_chat_page_is_served_and_opens_the_stream(client):
+def test_a_body_over_the_size_limit_is_a_413(app, client):
+    use_model(app, get_model())  # no delay per token
+    body = chat(max_tokens=2)
+    tokens_then_done(
+        parse_sse(post_raw(client, padded(body, BODY_LIMIT)).text),
+        f"a valid body of exactly {BODY_LIMIT} bytes",
+    )
+    # Content-Length says it is too big: Starlette answers before any handler runs.
+    expect_status(post_raw(client, padded(body, BODY_LIMIT + 1)), 413)
+    # No Content-Length (a chunked body): the limit trips while FastAPI reads it.
+    expect_status(post_raw(client, chunked(padded(body, BODY_LIMIT + 1))), 413)
+
+
+def test_the_chat_page_is_served_and_posts_to_the_stream(client):
     response = client.get("/")
     expect_status(response, 200)
     content_type = response.headers.get("content-type", "")
     expect_equal(content_type.split(";")[0].strip(), "text/html", "the content type of GET /")
-    for needed in ("EventSource", "/chat/stream"):
-        if needed not in response.text:
-            raise AssertionError(f"GET / answered a page without {needed!r}: serve chat.html.")
+    if "/chat/stream" not in response.text:
+        raise AssertionError("GET / answered a page without '/chat/stream': serve chat.html.")
     page = Path(sys.modules["app"].__file__).parent / "chat.html"
     if response.content != page.read_bytes():  # bytes: a Windows checkout has CRLFs
         raise AssertionError(

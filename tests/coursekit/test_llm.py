@@ -20,7 +20,9 @@ from httpx_sse import connect_sse
 from coursekit.llm import (
     ChatMessage,
     ChatModel,
+    FailingLM,
     GatedLM,
+    ModelError,
     OpenAIChatModel,
     TinyLM,
     get_model,
@@ -146,7 +148,7 @@ def test_stream_yields_exactly_what_generate_returns() -> None:
 
 
 def test_tinylm_and_gatedlm_satisfy_the_chat_model_protocol() -> None:
-    models: list[ChatModel] = [get_model(), GatedLM()]
+    models: list[ChatModel] = [get_model(), GatedLM(), FailingLM(1)]
     assert all(callable(model.stream_chat) for model in models)
 
 
@@ -298,6 +300,38 @@ class FakeAsyncStream:
 
     async def close(self) -> None:
         self.closed = True
+
+
+def test_failing_stream_yields_its_tokens_then_raises() -> None:
+    model = FailingLM(3)
+    answer = model.generate(PROMPT, max_tokens=8, seed=2)
+    assert answer == get_model().generate(PROMPT, max_tokens=8, seed=2)
+    received: list[str] = []
+
+    async def main() -> None:
+        async for token in model.stream_chat(PROMPT, max_tokens=8, seed=2):
+            received.append(token)
+
+    with pytest.raises(ModelError, match="after 3 tokens"):
+        asyncio.run(main())
+    assert received == answer[:3]
+    assert model.failures == 1
+
+
+def test_failing_stream_raises_the_error_it_is_given_even_before_any_token() -> None:
+    model = FailingLM(0, error=ConnectionResetError("upstream went away"))
+    with pytest.raises(ConnectionResetError, match="upstream went away"):
+        asyncio.run(collect(model.stream_chat(PROMPT, max_tokens=4)))
+
+
+def test_failing_stream_shorter_than_its_failure_point_completes() -> None:
+    model = FailingLM(5)
+    assert asyncio.run(collect(model.stream_chat(PROMPT, max_tokens=5))) == model.generate(
+        PROMPT, max_tokens=5
+    )
+    assert model.failures == 0
+    with pytest.raises(ValueError):
+        FailingLM(-1)
 
 
 def test_openai_chat_model_streams_the_content_of_each_chunk() -> None:
