@@ -293,8 +293,8 @@ class TinyLM:
     ) -> Completion:
         """The assistant's next message for `messages`: text, or calls of `tools`.
 
-        Raises `ConversationError` for a conversation an OpenAI-compatible server
-        would refuse with a 400 (see `check_conversation`).
+        Raises `ConversationError` for a conversation OpenAI's API would refuse
+        with a 400 (see `check_conversation`).
         """
         completion = self.reply(
             messages, tools=tools, max_tokens=max_tokens, seed=seed, temperature=temperature
@@ -695,14 +695,14 @@ def tool_call_completion(messages: Sequence[Any], calls: Sequence[ToolCall]) -> 
 
 
 class ConversationError(ValueError):
-    """A conversation an OpenAI-compatible server refuses (it answers 400)."""
+    """A conversation OpenAI's API refuses (it answers 400)."""
 
 
 _ROLES = ("system", "user", "assistant", "tool")
 
 
 def check_conversation(messages: Sequence[Any]) -> list[dict[str, Any]]:
-    """Check `messages` as an OpenAI-compatible server does; return them as plain dicts.
+    """Check `messages` as OpenAI's API does; return them as plain dicts.
 
     Raises `ConversationError` saying what is wrong when:
     - there is no message, or a message has an unknown role or a missing field;

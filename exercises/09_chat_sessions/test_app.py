@@ -368,7 +368,9 @@ def test_delete_removes_the_session_and_its_messages(app, client):
     say(client, session, "Hi")
     say(client, kept, "Hi")
     kept_messages = messages_of(client, kept)
-    expect_status(client.delete(f"/sessions/{session}", headers=ALICE), 204)
+    deleted = client.delete(f"/sessions/{session}", headers=ALICE)
+    expect_status(deleted, 204)
+    expect_equal(deleted.content, b"", "the body of the 204 answer to DELETE")
     expect_status(client.get(f"/sessions/{session}", headers=ALICE), 404)
     expect_status(client.delete(f"/sessions/{session}", headers=ALICE), 404)
     expect_status(
@@ -721,6 +723,24 @@ def test_the_model_gets_a_trimmed_history_and_the_store_keeps_all(app, client):
             reference_trim(full, budget),
             f"the messages the model got in turn {turn + 1} (context_budget {budget} tokens)",
         )
+    # A turn with a tool call, on a budget where the last stored turn fits beside the
+    # question but not beside the question and the tool's messages too: the history must
+    # be trimmed again for the model's second call.
+    question = {"role": "user", "content": "count_words: a b c d"}
+    budget = prompt_tokens([stored[0], *stored[-2:], question]) + 1
+    use_settings(app, context_budget=budget)
+    model.prompts.clear()
+    say(client, session, question["content"])
+    stored = messages_of(client, session)
+    expect_equal(len(stored), 13, "messages stored after a fifth turn with one tool call")
+    expect_equal(len(model.prompts), 2, "model calls in the turn with a tool call")
+    for call, end in enumerate((10, 12)):
+        expect_equal(
+            model.prompts[call],
+            reference_trim(check_conversation(stored[:end]), budget),
+            f"the messages the model got in call {call + 1} of the fifth turn "
+            f"(context_budget {budget} tokens: trim before every call)",
+        )
 
 
 # --- bounds -------------------------------------------------------------------------------
@@ -777,7 +797,9 @@ def test_a_user_holds_a_bounded_number_of_sessions(app, client):
     first = new_session(client)
     new_session(client)
     refused = client.post("/sessions", json={}, headers=ALICE)
-    expect_status(refused, 409)
+    body = expect_json(refused, 409)
+    if not isinstance(body, dict) or not str(body.get("detail", "")).strip():
+        raise AssertionError(f"a 409 must say why in its detail; got {shown_body(refused.text)}.")
     new_session(client, headers=BOB)  # each user has their own allowance
     expect_status(client.delete(f"/sessions/{first}", headers=ALICE), 204)
     new_session(client)
