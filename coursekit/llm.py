@@ -450,7 +450,7 @@ class GatedLM:
 
 
 class OpenAIChatModel:
-    """The `ChatModel` interface over an OpenAI-compatible async client.
+    """The `ChatModel` and `ToolChatModel` interfaces over an OpenAI-compatible async client.
 
     This is the swap the lessons promise: build it with
     `OpenAIChatModel(AsyncOpenAI(base_url=..., api_key=...), model="...")` and pass
@@ -490,6 +490,104 @@ class OpenAIChatModel:
         finally:
             # Closing the stream frees the HTTP connection when our consumer stops early.
             await stream.close()
+
+    def _request(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int,
+        seed: int,
+        temperature: float,
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.name,
+            "messages": [as_message(message) for message in messages],
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "temperature": temperature,
+        }
+        if tools:  # some servers refuse an empty list
+            request["tools"] = list(tools)
+        return request
+
+    async def complete(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> Completion:
+        """The server's next assistant message, in the shapes `TinyLM.complete` returns."""
+        response = await self.client.chat.completions.create(
+            **self._request(messages, tools, max_tokens, seed, temperature)
+        )
+        choice = response.choices[0]
+        calls = [
+            _tool_call(call.id, call.function.name, call.function.arguments)
+            for call in choice.message.tool_calls or []
+        ]
+        message: AssistantMessage = {"role": "assistant", "content": choice.message.content}
+        if calls:
+            message["tool_calls"] = calls
+        usage = response.usage
+        return Completion(
+            message,
+            choice.finish_reason,
+            Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(0, 0),
+        )
+
+    async def stream_complete(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> AsyncIterator[CompletionDelta]:
+        """The server's streamed message, as `CompletionDelta`s like `TinyLM`'s.
+
+        Content is passed on as it comes. A tool call is streamed as fragments keyed by
+        `index` (its arguments a piece of JSON text at a time), so calls are put
+        together and yielded whole, once the server has finished them.
+        """
+        stream = await self.client.chat.completions.create(
+            **self._request(messages, tools, max_tokens, seed, temperature),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        calls: dict[int, dict[str, str]] = {}
+        finish: Any = None
+        usage = Usage(0, 0)
+        try:
+            async for chunk in stream:
+                if getattr(chunk, "usage", None):
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                if not chunk.choices:  # the usage chunk has no choice
+                    continue
+                choice = chunk.choices[0]
+                finish = choice.finish_reason or finish
+                delta = choice.delta
+                if delta.content:
+                    yield CompletionDelta(content=delta.content)
+                for piece in getattr(delta, "tool_calls", None) or []:
+                    call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                    call["id"] = piece.id or call["id"]
+                    if piece.function is not None:
+                        call["name"] += piece.function.name or ""
+                        call["arguments"] += piece.function.arguments or ""
+        finally:
+            await stream.close()
+        if calls:
+            yield CompletionDelta(
+                tool_calls=[
+                    _tool_call(call["id"], call["name"], call["arguments"])
+                    for _, call in sorted(calls.items())
+                ]
+            )
+        yield CompletionDelta(finish_reason=finish, usage=usage)
 
 
 # --- Tool calling and token counting ------------------------------------------------
@@ -1012,3 +1110,7 @@ class ScriptedLM:
         for delta in self._answer(messages, tools, max_tokens, seed).deltas():
             await asyncio.sleep(0)
             yield delta
+
+
+def _tool_call(call_id: str, name: str, arguments: str) -> ToolCall:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}

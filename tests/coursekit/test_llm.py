@@ -505,3 +505,104 @@ def test_scripted_lm_follows_its_script_and_records_every_call() -> None:
     with pytest.raises(ConversationError):
         asyncio.run(model.complete(tool_turn()[:1] + tool_turn()[2:]))
     assert len(model.calls) == 4  # recorded before it was refused
+
+
+def fake_client(answer: Any, requests: list[dict[str, Any]]) -> Any:
+    async def create(**request: Any) -> Any:
+        requests.append(request)
+        return answer
+
+    return SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+
+
+def test_openai_chat_model_completes_with_tool_calls_in_the_course_shapes() -> None:
+    call = SimpleNamespace(
+        id="call_7", function=SimpleNamespace(name="count_words", arguments='{"text": "a b"}')
+    )
+    response = SimpleNamespace(
+        choices=[
+            SimpleNamespace(
+                message=SimpleNamespace(content=None, tool_calls=[call]),
+                finish_reason="tool_calls",
+            )
+        ],
+        usage=SimpleNamespace(prompt_tokens=20, completion_tokens=9),
+    )
+    requests: list[dict[str, Any]] = []
+    model: ToolChatModel = OpenAIChatModel(fake_client(response, requests), model="m")
+    completion = asyncio.run(model.complete(tool_turn()[:1], tools=[COUNT_WORDS], max_tokens=7))
+    assert completion.message == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_7",
+                "type": "function",
+                "function": {"name": "count_words", "arguments": '{"text": "a b"}'},
+            }
+        ],
+    }
+    assert (completion.finish_reason, completion.usage) == ("tool_calls", Usage(20, 9))
+    assert requests[0]["tools"] == [COUNT_WORDS] and requests[0]["max_tokens"] == 7
+    assert requests[0]["messages"] == tool_turn()[:1]
+    asyncio.run(model.complete(tool_turn()[:1]))
+    assert "tools" not in requests[1]
+
+
+class FakeChunkStream:
+    """Chunks as an OpenAI-compatible server streams them: tool calls in fragments."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def chunk(content: str | None = None, calls: Any = None, finish: str | None = None) -> Any:
+    delta = SimpleNamespace(content=content, tool_calls=calls)
+    return SimpleNamespace(choices=[SimpleNamespace(delta=delta, finish_reason=finish)], usage=None)
+
+
+def fragment(index: int, call_id: str | None, name: str | None, arguments: str) -> Any:
+    return SimpleNamespace(
+        index=index, id=call_id, function=SimpleNamespace(name=name, arguments=arguments)
+    )
+
+
+def test_openai_chat_model_streams_content_and_puts_tool_call_fragments_together() -> None:
+    stream = FakeChunkStream(
+        [
+            chunk(content="Let me"),
+            chunk(content=" count."),
+            chunk(calls=[fragment(0, "call_a", "count_words", '{"te')]),
+            chunk(
+                calls=[
+                    fragment(1, "call_b", "calculate", "{}"),
+                    fragment(0, None, None, 'xt": "a"}'),
+                ]
+            ),
+            chunk(finish="tool_calls"),
+            SimpleNamespace(
+                choices=[], usage=SimpleNamespace(prompt_tokens=11, completion_tokens=6)
+            ),
+        ]
+    )
+    requests: list[dict[str, Any]] = []
+    model = OpenAIChatModel(fake_client(stream, requests), model="m")
+    deltas = asyncio.run(collect(model.stream_complete(PROMPT, tools=[COUNT_WORDS])))  # type: ignore[arg-type]
+    assert [d.content for d in deltas[:2]] == ["Let me", " count."]
+    assert [c["function"] for c in deltas[2].tool_calls] == [
+        {"name": "count_words", "arguments": '{"text": "a"}'},
+        {"name": "calculate", "arguments": "{}"},
+    ]
+    assert [c["id"] for c in deltas[2].tool_calls] == ["call_a", "call_b"]
+    assert (deltas[-1].finish_reason, deltas[-1].usage) == ("tool_calls", Usage(11, 6))
+    assert len(deltas) == 4 and stream.closed
+    assert requests[0]["stream"] is True
+    assert requests[0]["stream_options"] == {"include_usage": True}
