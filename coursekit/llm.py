@@ -37,7 +37,10 @@ Test double
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import random
+import re
 import threading
 import time
 from collections import Counter, defaultdict
@@ -45,7 +48,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Literal, NotRequired, Protocol, TypeAlias, TypeVar
 
 # Pydantic refuses typing.TypedDict on Python < 3.12; this one also works as a field
 # type in a request model (`messages: list[ChatMessage]`).
@@ -270,6 +273,57 @@ class TinyLM:
         weights = [count ** (1 / temperature) for count in options.counts]
         return rng.choices(options.words, weights)[0]
 
+    # -- tool calling (see "Tool calling and token counting" below) -----------------
+
+    def reply(
+        self,
+        messages: Messages | Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> Completion:
+        """Return, at once, the `Completion` that `complete` would return."""
+        return _tiny_completion(self, messages, tools, max_tokens, seed, temperature)
+
+    async def complete(
+        self,
+        messages: Messages | Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> Completion:
+        """The assistant's next message for `messages`: text, or calls of `tools`.
+
+        Raises `ConversationError` for a conversation OpenAI's API would refuse
+        with a 400 (see `check_conversation`).
+        """
+        completion = self.reply(
+            messages, tools=tools, max_tokens=max_tokens, seed=seed, temperature=temperature
+        )
+        await asyncio.sleep(self.delay)
+        return completion
+
+    async def stream_complete(
+        self,
+        messages: Messages | Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> AsyncIterator[CompletionDelta]:
+        """The same message as `complete`, as deltas (see `CompletionDelta`)."""
+        completion = self.reply(
+            messages, tools=tools, max_tokens=max_tokens, seed=seed, temperature=temperature
+        )
+        for delta in completion.deltas():
+            await asyncio.sleep(self.delay)
+            yield delta
+
 
 @cache
 def get_model(delay: float = 0.0) -> TinyLM:
@@ -463,7 +517,7 @@ class FailingLM:
 
 
 class OpenAIChatModel:
-    """The `ChatModel` interface over an OpenAI-compatible async client.
+    """The `ChatModel` and `ToolChatModel` interfaces over an OpenAI-compatible async client.
 
     This is the swap the lessons promise: build it with
     `OpenAIChatModel(AsyncOpenAI(base_url=..., api_key=...), model="...")` and pass
@@ -503,3 +557,627 @@ class OpenAIChatModel:
         finally:
             # Closing the stream frees the HTTP connection when our consumer stops early.
             await stream.close()
+
+    def _request(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int,
+        seed: int,
+        temperature: float,
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.name,
+            "messages": [as_message(message) for message in messages],
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "temperature": temperature,
+        }
+        if tools:  # some servers refuse an empty list
+            request["tools"] = list(tools)
+        return request
+
+    async def complete(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> Completion:
+        """The server's next assistant message, in the shapes `TinyLM.complete` returns."""
+        response = await self.client.chat.completions.create(
+            **self._request(messages, tools, max_tokens, seed, temperature)
+        )
+        choice = response.choices[0]
+        calls = [
+            _tool_call(call.id, call.function.name, call.function.arguments)
+            for call in choice.message.tool_calls or []
+        ]
+        message: AssistantMessage = {"role": "assistant", "content": choice.message.content}
+        if calls:
+            message["tool_calls"] = calls
+        usage = response.usage
+        return Completion(
+            message,
+            choice.finish_reason,
+            Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(0, 0),
+        )
+
+    async def stream_complete(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> AsyncIterator[CompletionDelta]:
+        """The server's streamed message, as `CompletionDelta`s like `TinyLM`'s.
+
+        Content is passed on as it comes. A tool call is streamed as fragments keyed by
+        `index` (its arguments a piece of JSON text at a time), so calls are put
+        together and yielded whole, once the server has finished them.
+        """
+        stream = await self.client.chat.completions.create(
+            **self._request(messages, tools, max_tokens, seed, temperature),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        calls: dict[int, dict[str, str]] = {}
+        finish: Any = None
+        usage = Usage(0, 0)
+        try:
+            async for chunk in stream:
+                if getattr(chunk, "usage", None):
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                if not chunk.choices:  # the usage chunk has no choice
+                    continue
+                choice = chunk.choices[0]
+                finish = choice.finish_reason or finish
+                delta = choice.delta
+                if delta.content:
+                    yield CompletionDelta(content=delta.content)
+                for piece in getattr(delta, "tool_calls", None) or []:
+                    call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                    call["id"] = piece.id or call["id"]
+                    if piece.function is not None:
+                        call["name"] += piece.function.name or ""
+                        call["arguments"] += piece.function.arguments or ""
+        finally:
+            await stream.close()
+        if calls:
+            yield CompletionDelta(
+                tool_calls=[
+                    _tool_call(call["id"], call["name"], call["arguments"])
+                    for _, call in sorted(calls.items())
+                ]
+            )
+        yield CompletionDelta(finish_reason=finish, usage=usage)
+
+
+# --- Tool calling and token counting ------------------------------------------------
+#
+# The chat shapes below are OpenAI's, as every OpenAI-compatible server (vLLM,
+# llama.cpp, Ollama) takes and returns them: an assistant message may carry
+# `tool_calls` instead of text, and each call is answered by one `tool` message whose
+# `tool_call_id` names it. `TinyLM.complete` answers in those shapes, so a service
+# written against them works with a real server too.
+
+
+class ToolFunction(TypedDict):
+    """Which function a tool call runs, and its arguments as a JSON text."""
+
+    name: str
+    # A string, not an object: the model writes JSON, and it may be invalid JSON.
+    arguments: str
+
+
+class ToolCall(TypedDict):
+    """One call the model asks for: `{"id", "type": "function", "function"}`."""
+
+    id: str
+    type: Literal["function"]
+    function: ToolFunction
+
+
+class AssistantMessage(TypedDict):
+    """The model's message: text in `content`, or `tool_calls` (and `content` None)."""
+
+    role: Literal["assistant"]
+    content: str | None
+    tool_calls: NotRequired[list[ToolCall]]
+
+
+class ToolMessage(TypedDict):
+    """A tool's result (or error), answering the call whose id is `tool_call_id`."""
+
+    role: Literal["tool"]
+    tool_call_id: str
+    content: str
+
+
+class FunctionSpec(TypedDict):
+    """What a model is told about a tool: its name, what it does, its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # a JSON schema of an object, one property per argument
+
+
+class ToolSpec(TypedDict):
+    """One entry of the `tools` list a chat model is given, in OpenAI's shape."""
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+FinishReason: TypeAlias = Literal["stop", "length", "tool_calls"]
+
+# Chat formats wrap every message in a few marker tokens (its role, a separator, an end
+# marker), so a message costs more than its text. This model counts three.
+MESSAGE_OVERHEAD = 3
+
+
+def count_tokens(text: str) -> int:
+    """How many tokens `text` is for the course's model: its words.
+
+    A word is a maximal run of non-whitespace characters, the unit `TinyLM` reads and
+    writes (see "Tokens" above): `count_tokens("Refund me, please.")` is 3.
+    """
+    return len(text.split())
+
+
+def as_message(message: Any) -> dict[str, Any]:
+    """`message` as a plain dict in OpenAI's shape, whatever it was given as.
+
+    Accepts a dict, a Pydantic model (its `model_dump()`) or any object with `role`
+    and `content` attributes. Keys whose value is None are dropped, except `content`
+    of an assistant message (None beside `tool_calls`); `tool_calls: []` is dropped.
+    """
+    if isinstance(message, Mapping):
+        data = dict(message)
+    elif hasattr(message, "model_dump"):
+        data = message.model_dump()
+    else:
+        data = {
+            name: getattr(message, name)
+            for name in ("role", "content", "tool_calls", "tool_call_id")
+            if hasattr(message, name)
+        }
+    if not data.get("tool_calls"):
+        data.pop("tool_calls", None)
+    else:
+        data["tool_calls"] = [
+            call if isinstance(call, Mapping) else _plain(call) for call in data["tool_calls"]
+        ]
+    return {
+        key: value
+        for key, value in data.items()
+        if value is not None or (key == "content" and data.get("role") == "assistant")
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A Pydantic model (or anything with model_dump) as plain data."""
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def message_tokens(message: Any) -> int:
+    """What one message costs: `MESSAGE_OVERHEAD` plus the tokens of its text.
+
+    The text is the content, and for each tool call its function's name and its
+    arguments (as written, a JSON text). A `tool` message's id costs nothing.
+    """
+    data = as_message(message)
+    tokens = MESSAGE_OVERHEAD + count_tokens(data.get("content") or "")
+    for call in data.get("tool_calls", []):
+        function = call["function"]
+        tokens += count_tokens(function["name"]) + count_tokens(function["arguments"])
+    return tokens
+
+
+def prompt_tokens(messages: Sequence[Any]) -> int:
+    """What a whole conversation costs: the sum of `message_tokens` of its messages."""
+    return sum(message_tokens(message) for message in messages)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one model call read (`prompt_tokens`) and wrote (`completion_tokens`)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Both together: what a hosted model bills."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        """`{"prompt_tokens", "completion_tokens", "total_tokens"}`, as OpenAI reports it."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class CompletionDelta:
+    """One piece of a streamed completion, like one `chat.completion.chunk`.
+
+    A stream is: either content deltas (one per token) or one delta with every
+    `tool_calls` entry whole; then a last delta with `finish_reason` and `usage`.
+    """
+
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The model's answer to one call: its message, why it stopped, what it cost."""
+
+    message: AssistantMessage
+    finish_reason: FinishReason
+    usage: Usage
+    tokens: tuple[str, ...] = ()  # the content's tokens, as a stream sends them
+
+    def deltas(self) -> list[CompletionDelta]:
+        """This completion as the deltas a stream yields."""
+        if "tool_calls" in self.message:
+            pieces = [CompletionDelta(tool_calls=list(self.message["tool_calls"]))]
+        else:
+            pieces = [CompletionDelta(content=token) for token in self.tokens]
+        return [*pieces, CompletionDelta(finish_reason=self.finish_reason, usage=self.usage)]
+
+
+def text_completion(
+    messages: Sequence[Any], tokens: Sequence[str], finish: FinishReason
+) -> Completion:
+    """A text answer made of `tokens`, with its usage counted for `messages`."""
+    content = "".join(tokens)
+    message: AssistantMessage = {"role": "assistant", "content": content}
+    usage = Usage(prompt_tokens(messages), message_tokens(message) - MESSAGE_OVERHEAD)
+    return Completion(message, finish, usage, tuple(tokens))
+
+
+def tool_call_completion(messages: Sequence[Any], calls: Sequence[ToolCall]) -> Completion:
+    """An answer that asks for `calls`, with its usage counted for `messages`."""
+    message: AssistantMessage = {"role": "assistant", "content": None, "tool_calls": list(calls)}
+    usage = Usage(prompt_tokens(messages), message_tokens(message) - MESSAGE_OVERHEAD)
+    return Completion(message, "tool_calls", usage)
+
+
+class ConversationError(ValueError):
+    """A conversation OpenAI's API refuses (it answers 400)."""
+
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+def check_conversation(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    """Check `messages` as OpenAI's API does; return them as plain dicts.
+
+    Raises `ConversationError` saying what is wrong when:
+    - there is no message, or a message has an unknown role or a missing field;
+    - `content` is not a string (it may be None only for an assistant message with
+      tool calls);
+    - a tool call is not `{"id", "type": "function", "function": {"name", "arguments"}}`
+      with string values, or two calls share an id;
+    - a `tool` message does not answer a call of the assistant message right before the
+      run of `tool` messages it belongs to, or answers one twice;
+    - an assistant message's tool calls are not all answered before the next message
+      that is not a `tool` message (a last, unanswered one is allowed: the caller is
+      about to run it).
+    """
+    if not messages:
+        raise ConversationError("the conversation has no message")
+    plain = [as_message(message) for message in messages]
+    seen_ids: set[str] = set()
+    pending: set[str] | None = None  # ids of the last assistant message's unanswered calls
+    for index, message in enumerate(plain):
+        where = f"message {index}"
+        role = message.get("role")
+        if role not in _ROLES:
+            raise ConversationError(f"{where}: unknown role {role!r}")
+        if role != "tool" and pending:
+            raise ConversationError(
+                f"{where}: the tool calls {sorted(pending)} of the assistant message before "
+                "it were not all answered by tool messages"
+            )
+        if role != "tool":
+            pending = None
+        content = message.get("content")
+        calls = message.get("tool_calls", [])
+        if role == "assistant":
+            if content is None and not calls:
+                raise ConversationError(
+                    f"{where}: an assistant message needs content or tool_calls"
+                )
+            if not isinstance(calls, list):
+                raise ConversationError(f"{where}: tool_calls must be a list")
+            for call in calls:
+                _check_tool_call(call, where, seen_ids)
+            pending = {call["id"] for call in calls} if calls else None
+        elif calls:
+            raise ConversationError(f"{where}: only an assistant message may carry tool_calls")
+        if content is not None and not isinstance(content, str):
+            raise ConversationError(f"{where}: content must be a string, got {content!r}")
+        if content is None and role != "assistant":
+            raise ConversationError(f"{where}: a {role} message needs a string content")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise ConversationError(f"{where}: a tool message needs a string tool_call_id")
+            if pending is None or call_id not in pending:
+                raise ConversationError(
+                    f"{where}: the tool message answers {call_id!r}, which is not an "
+                    "unanswered call of the assistant message right before it"
+                )
+            pending.discard(call_id)
+    return plain
+
+
+def _check_tool_call(call: Any, where: str, seen_ids: set[str]) -> None:
+    if not isinstance(call, Mapping):
+        raise ConversationError(f"{where}: a tool call must be an object, got {call!r}")
+    function = call.get("function")
+    if (
+        not isinstance(call.get("id"), str)
+        or not call["id"]
+        or call.get("type") != "function"
+        or not isinstance(function, Mapping)
+        or not isinstance(function.get("name"), str)
+        or not isinstance(function.get("arguments"), str)
+    ):
+        raise ConversationError(
+            f"{where}: a tool call must be {{'id': str, 'type': 'function', 'function': "
+            f"{{'name': str, 'arguments': str}}}} (arguments a JSON text), got {call!r}"
+        )
+    if call["id"] in seen_ids:
+        raise ConversationError(f"{where}: the tool call id {call['id']!r} is used twice")
+    seen_ids.add(call["id"])
+
+
+def _tool_name_pattern(name: str) -> re.Pattern[str]:
+    # The name as a whole word, whatever the case: "count_words" in "Count_words: hi".
+    return re.compile(rf"(?<![\w]){re.escape(name)}(?![\w])", re.IGNORECASE)
+
+
+def _arguments_from_text(parameters: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """Fill a tool's arguments from the words after its name, as a small model might.
+
+    The first string property gets the text (without leading punctuation), integer and
+    number properties the numbers of the text, in order. Properties it cannot fill are
+    left out: the arguments may then fail the tool's validation, as a real model's do.
+    """
+    text = text.strip().lstrip(":,-").strip()
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", text)
+    arguments: dict[str, Any] = {}
+    text_used = False
+    for name, schema in parameters.get("properties", {}).items():
+        kind = schema.get("type") if isinstance(schema, Mapping) else None
+        if kind == "string" and "enum" in schema:
+            choices = [
+                c for c in schema["enum"] if re.search(rf"(?<!\w){re.escape(c)}(?!\w)", text)
+            ]
+            if choices:
+                arguments[name] = choices[0]
+        elif kind == "string" and not text_used and text:
+            arguments[name] = text
+            text_used = True
+        elif kind in ("integer", "number") and numbers:
+            number = numbers.pop(0)
+            arguments[name] = float(number) if kind == "number" or "." in number else int(number)
+    return arguments
+
+
+def _planned_tool_calls(
+    conversation: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec], seed: int
+) -> list[ToolCall]:
+    """The calls TinyLM makes: each tool named in the last message, if a user wrote it."""
+    last = conversation[-1]
+    if last.get("role") != "user" or not tools:
+        return []
+    text = last.get("content") or ""
+    found = []
+    for spec in tools:
+        function = spec["function"]
+        match = _tool_name_pattern(function["name"]).search(text)
+        if match:
+            found.append((match.start(), match.end(), function))
+    found.sort(key=lambda item: item[0])
+    calls: list[ToolCall] = []
+    for index, (_, end, function) in enumerate(found):
+        following = found[index + 1][0] if index + 1 < len(found) else len(text)
+        arguments = _arguments_from_text(function.get("parameters", {}), text[end:following])
+        # The id depends only on the conversation, the seed and the call's place in it,
+        # so the same conversation always gets the same ids, and each call its own.
+        key = f"{seed}|{len(conversation)}|{index}|{function['name']}|{text}"
+        call_id = "call_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        calls.append(
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": function["name"], "arguments": json.dumps(arguments)},
+            }
+        )
+    return calls
+
+
+def _tool_results_since_last_user(conversation: Sequence[Mapping[str, Any]]) -> list[str]:
+    results: list[str] = []
+    for message in reversed(conversation):
+        if message.get("role") == "user":
+            break
+        if message.get("role") == "tool":
+            results.append(str(message.get("content", "")))
+    return list(reversed(results))
+
+
+def _tiny_completion(
+    model: TinyLM,
+    messages: Sequence[Any],
+    tools: Sequence[ToolSpec] | None,
+    max_tokens: int,
+    seed: int,
+    temperature: float,
+) -> Completion:
+    """TinyLM's policy: call the tools the user named; otherwise write text.
+
+    After tool results, the answer repeats them first (the model "read" them), then
+    goes on as `generate` would for the last user message, up to `max_tokens` tokens.
+    """
+    _check_parameters(max_tokens, temperature)
+    conversation = check_conversation(messages)
+    calls = _planned_tool_calls(conversation, tools or (), seed)
+    if calls:
+        return tool_call_completion(conversation, calls)
+    quoted = " ".join(_tool_results_since_last_user(conversation)).split()
+    generated = model.generate(
+        conversation, max_tokens=max_tokens, seed=seed, temperature=temperature
+    )
+    words = [*quoted, *(token.strip() for token in generated)][:max_tokens]
+    tokens = [words[0], *(" " + word for word in words[1:])]
+    # TinyLM has no end-of-text token: every text answer stops at max_tokens.
+    return text_completion(conversation, tokens, "length")
+
+
+class ToolChatModel(Protocol):
+    """A chat model that can call tools: messages in, the assistant's next message out.
+
+    `TinyLM`, `ScriptedLM` and `OpenAIChatModel` satisfy it. `complete` returns the
+    whole `Completion`; `stream_complete` yields it as `CompletionDelta`s.
+    """
+
+    async def complete(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> Completion:
+        """The assistant's next message."""
+        ...
+
+    def stream_complete(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> AsyncIterator[CompletionDelta]:
+        """The assistant's next message, piece by piece."""
+        ...
+
+
+ScriptedTurn: TypeAlias = str | Sequence[tuple[str, Mapping[str, Any] | str]]
+
+
+@dataclass(frozen=True)
+class ScriptedCall:
+    """What one call of a `ScriptedLM` was given (messages as plain dicts)."""
+
+    messages: list[dict[str, Any]]
+    tools: list[ToolSpec]
+    max_tokens: int
+    seed: int
+
+
+class ScriptedLM:
+    """A tool-calling chat model that follows a script: a test double.
+
+        model = ScriptedLM([("count_words", {"text": "a b c"})], "Done.")
+
+    Each call answers with the next turn of the script: a string is a text answer (its
+    words are its tokens), a list of `(name, arguments)` is a message with those tool
+    calls (arguments as a dict, written as JSON, or as a string, sent as it is: a
+    model's invalid JSON). After the last turn, the last turn repeats, so
+    `ScriptedLM([("count_words", {...})])` asks for tools for ever. Call ids are
+    `call_1`, `call_2`, ... in the order made.
+
+    Every call is recorded in `calls` (copies of the messages and tools it was given)
+    before its conversation is checked, as a server would, with `check_conversation`.
+    """
+
+    name = "coursekit-scriptedlm"
+
+    def __init__(self, *turns: ScriptedTurn) -> None:
+        """Answer with `turns`, in order, then repeat the last one."""
+        if not turns:
+            raise ValueError("a script needs at least one turn")
+        self.turns = turns
+        self.calls: list[ScriptedCall] = []
+        self._ids = 0
+
+    def _answer(
+        self, messages: Sequence[Any], tools: Sequence[ToolSpec] | None, max_tokens: int, seed: int
+    ) -> Completion:
+        _check_parameters(max_tokens, 1.0)
+        plain = [as_message(message) for message in messages]
+        self.calls.append(
+            ScriptedCall(json.loads(json.dumps(plain)), list(tools or ()), max_tokens, seed)
+        )
+        check_conversation(plain)
+        turn = self.turns[min(len(self.calls), len(self.turns)) - 1]
+        if isinstance(turn, str):
+            words = turn.split()
+            tokens = [words[0], *(" " + word for word in words[1:])] if words else []
+            return text_completion(plain, tokens, "stop")
+        calls: list[ToolCall] = []
+        for name, arguments in turn:
+            self._ids += 1
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            calls.append(
+                {
+                    "id": f"call_{self._ids}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": text},
+                }
+            )
+        return tool_call_completion(plain, calls)
+
+    async def complete(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> Completion:
+        """The next turn of the script, as a `Completion`."""
+        return self._answer(messages, tools, max_tokens, seed)
+
+    async def stream_complete(
+        self,
+        messages: Sequence[Any],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> AsyncIterator[CompletionDelta]:
+        """The next turn of the script, as deltas."""
+        for delta in self._answer(messages, tools, max_tokens, seed).deltas():
+            await asyncio.sleep(0)
+            yield delta
+
+
+def _tool_call(call_id: str, name: str, arguments: str) -> ToolCall:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}

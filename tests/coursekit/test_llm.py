@@ -18,15 +18,26 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from httpx_sse import connect_sse
 
 from coursekit.llm import (
+    MESSAGE_OVERHEAD,
     ChatMessage,
     ChatModel,
+    Completion,
+    ConversationError,
     FailingLM,
     GatedLM,
     ModelError,
     OpenAIChatModel,
+    ScriptedLM,
     TinyLM,
+    ToolChatModel,
+    Usage,
+    as_message,
+    check_conversation,
+    count_tokens,
     get_model,
     last_user_message,
+    message_tokens,
+    prompt_tokens,
 )
 from coursekit.server import serve_in_thread
 
@@ -351,3 +362,281 @@ def test_openai_chat_model_streams_the_content_of_each_chunk() -> None:
     assert requests[0]["stream"] is True
     assert requests[0]["messages"] == PROMPT
     assert (requests[0]["max_tokens"], requests[0]["seed"]) == (5, 1)
+
+
+# --- tool calling and token counting ------------------------------------------------
+
+COUNT_WORDS = {
+    "type": "function",
+    "function": {
+        "name": "count_words",
+        "description": "Count the words of a text.",
+        "parameters": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+        },
+    },
+}
+CALCULATE = {
+    "type": "function",
+    "function": {
+        "name": "calculate",
+        "description": "a op b",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "a": {"type": "number"},
+                "op": {"type": "string", "enum": ["+", "-", "*", "/"]},
+                "b": {"type": "integer"},
+            },
+        },
+    },
+}
+
+
+def tool_turn(call_id: str = "call_1") -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": "count_words: a b"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": "count_words", "arguments": '{"text": "a b"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": '{"words": 2}'},
+    ]
+
+
+def test_tokens_are_words_and_messages_cost_their_overhead() -> None:
+    assert count_tokens("Refund me, please.") == 3
+    assert count_tokens("  ") == 0
+    assert message_tokens({"role": "user", "content": "a b c"}) == MESSAGE_OVERHEAD + 3
+    call_message = tool_turn()[1]
+    # The name (one word) and the arguments text ('{"text":' and '"a b"}'... three words).
+    assert message_tokens(call_message) == MESSAGE_OVERHEAD + 1 + 3
+    assert prompt_tokens(tool_turn()) == sum(message_tokens(m) for m in tool_turn())
+
+
+def test_a_user_message_that_names_a_tool_gets_a_tool_call() -> None:
+    messages = [{"role": "user", "content": "Please count_words: the quick brown fox"}]
+    completion = get_model().reply(messages, tools=[COUNT_WORDS, CALCULATE])
+    assert completion.finish_reason == "tool_calls"
+    assert completion.message["content"] is None
+    [call] = completion.message["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"] == {
+        "name": "count_words",
+        "arguments": json.dumps({"text": "the quick brown fox"}),
+    }
+    assert completion.usage == Usage(prompt_tokens(messages), 1 + 5)
+    # Deterministic: the same conversation and seed give the same call, id included.
+    assert get_model().reply(messages, tools=[COUNT_WORDS]).message == completion.message
+    assert get_model().reply(messages, tools=[COUNT_WORDS], seed=1).message != completion.message
+
+
+def test_arguments_are_filled_from_the_words_after_the_name() -> None:
+    messages = [{"role": "user", "content": "calculate 6 * 7, and count_words of this"}]
+    calls = get_model().reply(messages, tools=[COUNT_WORDS, CALCULATE]).message["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [
+        {"a": 6.0, "op": "*", "b": 7},
+        {"text": "of this"},
+    ]
+    assert len({c["id"] for c in calls}) == 2
+
+
+def test_no_tool_named_or_no_tools_given_means_a_text_answer() -> None:
+    messages = [{"role": "user", "content": "count_words: a b"}]
+    text = get_model().reply(messages, max_tokens=5)
+    assert text.finish_reason == "length" and "tool_calls" not in text.message
+    assert text.message["content"] == "".join(get_model().generate(messages, max_tokens=5))
+    other = [{"role": "user", "content": "How do I stream tokens?"}]
+    assert "tool_calls" not in get_model().reply(other, tools=[COUNT_WORDS]).message
+
+
+def test_after_tool_results_the_answer_quotes_them_then_goes_on() -> None:
+    completion = get_model().reply(tool_turn(), tools=[COUNT_WORDS], max_tokens=6)
+    content = completion.message["content"]
+    assert content.startswith('{"words": 2} ')
+    assert len(completion.tokens) == 6 and "".join(completion.tokens) == content
+    assert completion.usage.completion_tokens == 6
+
+
+def test_stream_complete_yields_the_completion_as_deltas() -> None:
+    async def both(messages: list[dict[str, Any]]) -> tuple[Completion, list[Any]]:
+        model = get_model()
+        whole = await model.complete(messages, tools=[COUNT_WORDS], max_tokens=4)
+        deltas = [
+            d async for d in model.stream_complete(messages, tools=[COUNT_WORDS], max_tokens=4)
+        ]
+        return whole, deltas
+
+    whole, deltas = asyncio.run(both(tool_turn()))
+    assert "".join(d.content for d in deltas[:-1]) == whole.message["content"]
+    assert (deltas[-1].finish_reason, deltas[-1].usage) == ("length", whole.usage)
+    whole, deltas = asyncio.run(both(tool_turn()[:1]))
+    assert [d.tool_calls for d in deltas[:-1]] == [whole.message["tool_calls"]]
+    assert deltas[-1].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("messages", "problem"),
+    [
+        ([], "no message"),
+        ([{"role": "wizard", "content": "hi"}], "unknown role"),
+        ([{"role": "user", "content": None}], "string content"),
+        (tool_turn()[:1] + tool_turn()[2:], "not an unanswered call"),
+        ([*tool_turn(), tool_turn()[2]], "not an unanswered call"),
+        ([*tool_turn()[:2], {"role": "user", "content": "next"}], "not all answered"),
+        (tool_turn() + tool_turn(), "used twice"),
+        (
+            [{"role": "assistant", "content": None, "tool_calls": [{"id": "x", "function": {}}]}],
+            "a tool call must be",
+        ),
+    ],
+)
+def test_check_conversation_refuses_what_a_server_refuses(
+    messages: list[dict[str, Any]], problem: str
+) -> None:
+    with pytest.raises(ConversationError, match=problem):
+        check_conversation(messages)
+
+
+def test_check_conversation_accepts_a_pending_last_call_and_objects() -> None:
+    check_conversation(tool_turn()[:2])  # about to run the tool
+    pairs = [*tool_turn(), {"role": "assistant", "content": "Two."}]
+    plain = check_conversation(pairs)
+    assert plain == pairs
+    assert as_message(SimpleNamespace(role="user", content="hi")) == {
+        "role": "user",
+        "content": "hi",
+    }
+    assert as_message({"role": "assistant", "content": "x", "tool_calls": None}) == {
+        "role": "assistant",
+        "content": "x",
+    }
+
+
+def test_scripted_lm_follows_its_script_and_records_every_call() -> None:
+    model = ScriptedLM([("count_words", {"text": "a b"}), ("nope", "{bad")], "Done.")
+    protocol: ToolChatModel = model  # ScriptedLM satisfies the protocol (checked by mypy)
+    assert protocol is model
+    first = asyncio.run(model.complete(tool_turn()[:1], tools=[COUNT_WORDS]))
+    assert [c["id"] for c in first.message["tool_calls"]] == ["call_1", "call_2"]
+    assert first.message["tool_calls"][1]["function"]["arguments"] == "{bad"
+    second = asyncio.run(model.complete(tool_turn()[:1], max_tokens=3))
+    assert second.message == {"role": "assistant", "content": "Done."}
+    assert second.finish_reason == "stop"
+    third = asyncio.run(model.complete(tool_turn()[:1]))  # the last turn repeats
+    assert third.message["content"] == "Done."
+    assert [call.max_tokens for call in model.calls] == [32, 3, 32]
+    assert model.calls[0].tools == [COUNT_WORDS]
+    with pytest.raises(ConversationError):
+        asyncio.run(model.complete(tool_turn()[:1] + tool_turn()[2:]))
+    assert len(model.calls) == 4  # recorded before it was refused
+
+
+def fake_client(answer: Any, requests: list[dict[str, Any]]) -> Any:
+    async def create(**request: Any) -> Any:
+        requests.append(request)
+        return answer
+
+    return SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+
+
+def test_openai_chat_model_completes_with_tool_calls_in_the_course_shapes() -> None:
+    call = SimpleNamespace(
+        id="call_7", function=SimpleNamespace(name="count_words", arguments='{"text": "a b"}')
+    )
+    response = SimpleNamespace(
+        choices=[
+            SimpleNamespace(
+                message=SimpleNamespace(content=None, tool_calls=[call]),
+                finish_reason="tool_calls",
+            )
+        ],
+        usage=SimpleNamespace(prompt_tokens=20, completion_tokens=9),
+    )
+    requests: list[dict[str, Any]] = []
+    model: ToolChatModel = OpenAIChatModel(fake_client(response, requests), model="m")
+    completion = asyncio.run(model.complete(tool_turn()[:1], tools=[COUNT_WORDS], max_tokens=7))
+    assert completion.message == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_7",
+                "type": "function",
+                "function": {"name": "count_words", "arguments": '{"text": "a b"}'},
+            }
+        ],
+    }
+    assert (completion.finish_reason, completion.usage) == ("tool_calls", Usage(20, 9))
+    assert requests[0]["tools"] == [COUNT_WORDS] and requests[0]["max_tokens"] == 7
+    assert requests[0]["messages"] == tool_turn()[:1]
+    asyncio.run(model.complete(tool_turn()[:1]))
+    assert "tools" not in requests[1]
+
+
+class FakeChunkStream:
+    """Chunks as an OpenAI-compatible server streams them: tool calls in fragments."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def chunk(content: str | None = None, calls: Any = None, finish: str | None = None) -> Any:
+    delta = SimpleNamespace(content=content, tool_calls=calls)
+    return SimpleNamespace(choices=[SimpleNamespace(delta=delta, finish_reason=finish)], usage=None)
+
+
+def fragment(index: int, call_id: str | None, name: str | None, arguments: str) -> Any:
+    return SimpleNamespace(
+        index=index, id=call_id, function=SimpleNamespace(name=name, arguments=arguments)
+    )
+
+
+def test_openai_chat_model_streams_content_and_puts_tool_call_fragments_together() -> None:
+    stream = FakeChunkStream(
+        [
+            chunk(content="Let me"),
+            chunk(content=" count."),
+            chunk(calls=[fragment(0, "call_a", "count_words", '{"te')]),
+            chunk(
+                calls=[
+                    fragment(1, "call_b", "calculate", "{}"),
+                    fragment(0, None, None, 'xt": "a"}'),
+                ]
+            ),
+            chunk(finish="tool_calls"),
+            SimpleNamespace(
+                choices=[], usage=SimpleNamespace(prompt_tokens=11, completion_tokens=6)
+            ),
+        ]
+    )
+    requests: list[dict[str, Any]] = []
+    model = OpenAIChatModel(fake_client(stream, requests), model="m")
+    deltas = asyncio.run(collect(model.stream_complete(PROMPT, tools=[COUNT_WORDS])))  # type: ignore[arg-type]
+    assert [d.content for d in deltas[:2]] == ["Let me", " count."]
+    assert [c["function"] for c in deltas[2].tool_calls] == [
+        {"name": "count_words", "arguments": '{"text": "a"}'},
+        {"name": "calculate", "arguments": "{}"},
+    ]
+    assert [c["id"] for c in deltas[2].tool_calls] == ["call_a", "call_b"]
+    assert (deltas[-1].finish_reason, deltas[-1].usage) == ("tool_calls", Usage(11, 6))
+    assert len(deltas) == 4 and stream.closed
+    assert requests[0]["stream"] is True
+    assert requests[0]["stream_options"] == {"include_usage": True}
