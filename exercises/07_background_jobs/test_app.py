@@ -15,10 +15,10 @@ JOBS_DATABASE_PATH before your app.py is imported) and a fresh import of app.py
 
 import inspect
 import json
+import logging
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -52,7 +52,6 @@ TEXT_LIMIT = 2000  # characters per text: MAX_TEXT_LENGTH
 JSON_HEADERS = {"content-type": "application/json"}
 HTTP_TIMEOUT = 2.0  # seconds a request to the live server may take
 GATE_TIMEOUT = 4.0  # a gated scorer gives up after this, so a failing test never hangs
-POLL_FOR = 3.0  # seconds to wait for a job to finish once its scorer may run
 
 # The model the results are compared with. Loaded here, while the tests are collected,
 # because the first load in a process takes seconds (it imports skops): that time then
@@ -173,14 +172,23 @@ def submit(client: TestClient, texts: list[str]) -> str:
     return accepted_job_id(client.post("/jobs", json={"texts": texts}))
 
 
-def wait_until_finished(http: httpx.Client, job_id: str) -> dict[str, Any]:
-    """Poll GET /jobs/{job_id} until the job is no longer queued or running."""
-    deadline = time.monotonic() + POLL_FOR
-    while True:
-        job = expect_json(live_request(http, "GET", f"/jobs/{job_id}"))
-        if job.get("status") not in ("queued", "running") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.02)
+def watch_final_write(service: ModuleType, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set once run_job has recorded the job as "succeeded" or "failed".
+
+    It wraps your update_job, so the test waits for exactly that write, not a guessed time.
+    """
+    written = threading.Event()
+    original = service.update_job
+
+    def update_job(database_path: Path, job_id: str, job_status: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return original(database_path, job_id, job_status, *args, **kwargs)
+        finally:
+            if job_status in ("succeeded", "failed"):
+                written.set()
+
+    monkeypatch.setattr(service, "update_job", update_job)
+    return written
 
 
 def expect_scorer_called(scorer: GatedScorer) -> None:
@@ -224,8 +232,9 @@ def test_the_location_header_points_to_the_job(client):
     expect_fields(job, {"id": job_id}, f"GET {location} (the Location of the new job)")
 
 
-def test_a_job_reports_running_while_it_works_then_succeeded(service, live_server):
+def test_a_job_reports_running_while_it_works_then_succeeded(service, live_server, monkeypatch):
     scorer = GatedScorer(service)
+    finished = watch_final_write(service, monkeypatch)
     use_scorer(service, scorer)
     with httpx.Client(base_url=live_server, timeout=HTTP_TIMEOUT, trust_env=False) as http:
         try:
@@ -240,7 +249,12 @@ def test_a_job_reports_running_while_it_works_then_succeeded(service, live_serve
             )
         finally:
             scorer.open()
-        job = wait_until_finished(http, job_id)
+        if not finished.wait(GATE_TIMEOUT):
+            raise AssertionError(
+                f"the scorer of job {job_id} returned, but run_job never recorded the job "
+                'as "succeeded" (or "failed") with update_job.'
+            )
+        job = expect_json(live_request(http, "GET", f"/jobs/{job_id}"))
     expected = dumped(fake_predictions(service, TICKETS))
     expect_fields(
         job,
@@ -702,14 +716,18 @@ def test_a_write_that_fails_ends_the_job_failed(service, database, monkeypatch):
             )
 
 
-def test_run_job_returns_even_when_no_write_works(service, database, monkeypatch):
+def test_run_job_returns_even_when_no_write_works(service, database, monkeypatch, caplog):
     given("job_database").init_database(database)
     service.insert_job(database, "job-0", TICKETS[:1])
     refuse_writes(service, monkeypatch, {"queued", "running", "succeeded", "failed"})
-    run_job_calmly(
-        service,
-        database,
-        "job-0",
-        lambda texts: fake_predictions(service, texts),
-        'every update_job raises "database is locked", "failed" too',
-    )
+    what = 'every update_job raises "database is locked", "failed" too'
+    with caplog.at_level(logging.WARNING):
+        run_job_calmly(
+            service, database, "job-0", lambda texts: fake_predictions(service, texts), what
+        )
+    if not any(record.levelno >= logging.WARNING for record in caplog.records):
+        raise AssertionError(
+            f"{what}: run_job returned, but logged nothing at level WARNING or above. The "
+            "job's failure is recorded nowhere: log it (logger.exception(...)), so that "
+            "whoever runs the service can see it."
+        )

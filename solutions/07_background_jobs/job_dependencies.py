@@ -3,7 +3,8 @@
 - `Settings`: read from the environment at each start-up (never at import), e.g.
   `JOBS_DATABASE_PATH=/tmp/jobs.sqlite3`;
 - `TicketScorer`: labels texts with the tickets model, loaded once at start-up;
-- `lifespan`: creates the table and loads the model, for the life of the app;
+- `lifespan`: creates the table, loads the model and keeps the database open, for the
+  life of the app;
 - `get_settings`, `get_scorer` and their `Annotated` forms, `SettingsDep`, `ScorerDep`.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
-from job_database import init_database
+from job_database import init_database, kept_open
 from job_schemas import Prediction
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,7 +55,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     init_database(settings.database_path)
     app.state.settings = settings
     app.state.scorer = TicketScorer(load_model("tickets"))
-    yield
+    with kept_open(settings.database_path):
+        yield
 
 
 # `async def`: they only read app.state, so they need no thread of the threadpool.
