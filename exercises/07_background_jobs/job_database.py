@@ -32,7 +32,7 @@ def connect(database_path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(database_path, timeout=BUSY_TIMEOUT)
     connection.row_factory = sqlite3.Row
     # In WAL mode, NORMAL syncs at checkpoints instead of at every commit: the file
-    # cannot be corrupted, and at worst the last commits are lost on a power cut.
+    # cannot be corrupted, and only a power cut or an OS crash can undo the last commits.
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
 
