@@ -21,6 +21,10 @@ def load(folder: Path, module: str, tag: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"{tag}_{module}", folder / f"{module}.py")
     assert spec and spec.loader
     loaded = importlib.util.module_from_spec(spec)
+    # Its imports must find this folder's modules, not another step's of the same name
+    # (steps 02 to 05 each have a `schemas`) left in sys.modules by an earlier load.
+    for sibling in folder.glob("*.py"):
+        sys.modules.pop(sibling.stem, None)
     sys.path.insert(0, str(folder))
     try:
         spec.loader.exec_module(loaded)

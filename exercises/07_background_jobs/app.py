@@ -1,119 +1,49 @@
 """Step 07: a batch-scoring job API with BackgroundTasks and SQLite.
 
-Read README.md in this folder first: it states what each endpoint must do.
+Read README.md in this folder first: it states what each part must do.
 Grade your work with `pytest exercises/07_background_jobs`.
 
-Given ready-made: the settings, the Pydantic models, the scorer, the database schema,
-`connect` and `init_database` (copy their pattern), the lifespan and `get_scorer`.
-Yours: the batch limits, the three job-store functions, `run_job` and the two routes.
+Given, in modules you import and do not edit: the schemas and limits (`job_schemas.py`), the
+database file's table, `connect` and `init_database` (`job_database.py`), the settings, the
+scorer, the lifespan and the dependencies (`job_dependencies.py`).
+Yours, in this file: the three job-store functions, `run_job`, the app and its two routes.
 """
 
 import json
-import sqlite3
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
-from functools import lru_cache
+from contextlib import closing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any
 
-from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, Response, status
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response, status
+from job_database import connect
+from job_dependencies import Scorer, ScorerDep, SettingsDep, get_scorer, lifespan
+from job_schemas import (
+    MAX_BODY_SIZE,
+    HTTPError,
+    Job,
+    JobAccepted,
+    JobRequest,
+    JobStatus,
+    Prediction,
+)
 
 from coursekit.docs import add_offline_docs
-from coursekit.models import LoadedModel, load_model
 
-MAX_BATCH_SIZE = 100
+__all__ = ["Prediction", "app", "get_scorer"]  # what the tests import from here
 
-
-class Settings(BaseSettings):
-    """Read from the environment, e.g. `JOBS_DATABASE_PATH=/tmp/jobs.sqlite3`."""
-
-    model_config = SettingsConfigDict(env_prefix="JOBS_")
-
-    database_path: Path = Path("jobs.sqlite3")
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
-
-
-class Prediction(BaseModel):
-    label: str
-    confidence: float
-
-
-class JobRequest(BaseModel):
-    # TODO: accept 1 to MAX_BATCH_SIZE texts: give `texts` a Field with min_length and
-    # max_length, so FastAPI answers 422 to an empty or oversized batch by itself.
-    texts: list[str]
-
-
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
-
-
-class JobAccepted(BaseModel):
-    id: str
-    status: JobStatus
-
-
-class Job(BaseModel):
-    id: str
-    status: JobStatus
-    results: list[Prediction] | None = None
-    error: str | None = None
-
-
-# A scorer takes a batch of texts and returns one prediction per text, in order.
-Scorer = Callable[[list[str]], list[Prediction]]
-
-
-class TicketScorer:
-    """Labels tickets with the tickets model: the most probable class and its probability."""
-
-    def __init__(self, model: LoadedModel) -> None:
-        self.model = model
-
-    def __call__(self, texts: list[str]) -> list[Prediction]:
-        probabilities = self.model.pipeline.predict_proba(texts)
-        return [
-            Prediction(label=self.model.classes[int(row.argmax())], confidence=float(row.max()))
-            for row in probabilities
-        ]
+logger = logging.getLogger(__name__)
 
 
 # --- The job store: one SQLite file, one short-lived connection per use ----------------
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    texts TEXT NOT NULL,
-    results TEXT,
-    error TEXT
-)
-"""
-
-
-def connect(database_path: Path) -> sqlite3.Connection:
-    # A connection may only be used in the thread that opened it (check_same_thread), and
-    # the route and the task run in different threads: each use opens its own.
-    connection = sqlite3.connect(database_path)
-    connection.row_factory = sqlite3.Row
-    return connection
-
-
-def init_database(database_path: Path) -> None:
-    with closing(connect(database_path)) as connection, connection:
-        connection.execute(SCHEMA)
-
 
 def insert_job(database_path: Path, job_id: str, texts: list[str]) -> None:
-    # TODO: insert a row for the job with status 'queued' and the texts as JSON
-    # (json.dumps). Open a connection as init_database does: `closing(...)` closes it,
-    # `with connection:` commits. Use ? placeholders, never f-strings, in SQL.
+    # TODO: add the job's row to the file at `database_path`, status "queued", the texts
+    # stored as JSON. Open and close a connection here, as init_database does, and pass
+    # the values as parameters, never inside the SQL text (lesson: "Recording jobs in
+    # SQLite").
     raise NotImplementedError
 
 
@@ -124,15 +54,14 @@ def update_job(
     results: list[Prediction] | None = None,
     error: str | None = None,
 ) -> None:
-    # TODO: set the job's status, results and error columns. Store the results as JSON:
-    # json.dumps of [prediction.model_dump() for prediction in results], or NULL (None)
-    # when there are none.
+    # TODO: set this job's status, results (as JSON, or NULL when there are none) and
+    # error, and no other job's (lesson: "Recording jobs in SQLite").
     raise NotImplementedError
 
 
 def find_job(database_path: Path, job_id: str) -> Job | None:
-    # TODO: read the job's row (fetchone() gives None when there is none) and return it
-    # as a Job, the results decoded with json.loads; return None for an unknown id.
+    # TODO: read this job's row back as a Job, its results decoded from JSON; None when
+    # no row has this id (lesson: "Recording jobs in SQLite").
     raise NotImplementedError
 
 
@@ -140,20 +69,15 @@ def find_job(database_path: Path, job_id: str) -> Job | None:
 
 
 def run_job(database_path: Path, job_id: str, texts: list[str], scorer: Scorer) -> None:
-    # TODO: record the job as "running", then call scorer(texts). If it returns, record
-    # "succeeded" with the predictions; if it raises any Exception, record "failed" with
-    # an error that holds the exception's message (str(error)). Never let it escape.
-    # Keep this a plain `def`: Starlette runs it in the threadpool, off the event loop.
+    # TODO: move the job through its states with update_job: "running", then the scorer
+    # on the whole batch, then "succeeded" with its predictions. If anything in there
+    # raises (the scorer, or a write), record "failed" with the exception's message; if
+    # even that write fails, log it. Nothing may escape. Keep it a plain `def` (lesson:
+    # "Running the job and recording its state" and "When the job fails").
     raise NotImplementedError
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    init_database(get_settings().database_path)
-    app.state.scorer = TicketScorer(load_model("tickets"))
-    yield
-
-
+# TODO: limit request bodies to MAX_BODY_SIZE bytes (lesson: "Bounding what a job costs").
 app = FastAPI(
     title="Batch scoring jobs",
     version="1.0.0",
@@ -163,15 +87,15 @@ app = FastAPI(
 )
 add_offline_docs(app)
 
-
-def get_scorer(request: Request) -> Scorer:
-    return request.app.state.scorer
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ScorerDep = Annotated[Scorer, Depends(get_scorer)]
+# TODO: what /openapi.json should say each route may answer besides its success: 400 and
+# 413 for POST /jobs, 404 for GET /jobs/{job_id}, each with the HTTPError model (lesson:
+# "Documenting every answer"). FastAPI documents 422 by itself.
+SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {}
+POLL_RESPONSES: dict[int | str, dict[str, Any]] = {}
 
 
+# TODO: answer 202 Accepted, and say so in the decorator so /openapi.json documents it;
+# document SUBMIT_RESPONSES too (lesson: "The job pattern: 202 and a job id").
 @app.post("/jobs")
 def submit_job(
     batch: JobRequest,
@@ -181,18 +105,17 @@ def submit_job(
     settings: SettingsDep,
     scorer: ScorerDep,
 ) -> JobAccepted:
-    # TODO: answer 202 Accepted: set status_code in the decorator above (fastapi.status
-    # has HTTP_202_ACCEPTED), so /openapi.json documents it too. Then:
-    # - make a new unique id with uuid.uuid4().hex and record the job as queued;
-    # - schedule run_job with background_tasks.add_task(...) (do NOT call it here: the
-    #   answer must leave before the work starts), passing the scorer you were given;
-    # - set the Location header to the job's URL: request.url_for("get_job", job_id=...);
-    # - return a JobAccepted with the id and status "queued".
+    # TODO: give the job a new id that no other job has, even after a restart, and record
+    # it as queued in the database at settings.database_path before you answer. Schedule
+    # run_job with the scorer you were given to run after the response, never here. Point
+    # the Location header at the job's URL and answer its id and status (lesson: "The job
+    # pattern: 202 and a job id").
     raise NotImplementedError
 
 
+# TODO: document POLL_RESPONSES (lesson: "Polling a job: GET /jobs/{id}").
 @app.get("/jobs/{job_id}")
 def get_job(job_id: str, settings: SettingsDep) -> Job:
-    # TODO: return the job as find_job reads it from the database; for an unknown id,
-    # raise HTTPException with status 404.
+    # TODO: the job as the database records it; an id no job has is a 404 (lesson:
+    # "Polling a job: GET /jobs/{id}").
     raise NotImplementedError

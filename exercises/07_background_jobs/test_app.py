@@ -3,7 +3,7 @@
 Run them with `pytest exercises/07_background_jobs`. Points and hints live in
 course.toml. Every test gets its own database file (the `database` fixture sets
 JOBS_DATABASE_PATH before your app.py is imported) and a fresh import of app.py
-(`service`). Two kinds of client are used:
+(`service`) and of the given modules it imports. Two kinds of client are used:
 
 - `TestClient` runs the background tasks of a request *before* it hands you the
   response, so after `client.post(...)` the job has already finished: good for
@@ -15,9 +15,11 @@ JOBS_DATABASE_PATH before your app.py is imported) and a fresh import of app.py
 
 import inspect
 import json
+import logging
 import sqlite3
+import sys
 import threading
-import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from types import ModuleType
@@ -45,9 +47,11 @@ TICKETS = [
     "I forgot my password and cannot log in to my account",
     "My parcel has not arrived and the tracking has not moved",
 ]
+BODY_LIMIT = 1_048_576  # bytes: MAX_BODY_SIZE in the statement
+TEXT_LIMIT = 2000  # characters per text: MAX_TEXT_LENGTH
+JSON_HEADERS = {"content-type": "application/json"}
 HTTP_TIMEOUT = 2.0  # seconds a request to the live server may take
 GATE_TIMEOUT = 4.0  # a gated scorer gives up after this, so a failing test never hangs
-POLL_FOR = 3.0  # seconds to wait for a job to finish once its scorer may run
 
 # The model the results are compared with. Loaded here, while the tests are collected,
 # because the first load in a process takes seconds (it imports skops): that time then
@@ -67,6 +71,11 @@ def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def service(exercise: Any) -> ModuleType:
     """Your app.py, freshly imported: its `app`, `get_scorer` and `Prediction`."""
     return exercise("app")
+
+
+def given(name: str) -> ModuleType:
+    """A given module (`job_database`, ...), as your app.py imported it."""
+    return sys.modules[name]
 
 
 @pytest.fixture
@@ -163,14 +172,23 @@ def submit(client: TestClient, texts: list[str]) -> str:
     return accepted_job_id(client.post("/jobs", json={"texts": texts}))
 
 
-def wait_until_finished(http: httpx.Client, job_id: str) -> dict[str, Any]:
-    """Poll GET /jobs/{job_id} until the job is no longer queued or running."""
-    deadline = time.monotonic() + POLL_FOR
-    while True:
-        job = expect_json(live_request(http, "GET", f"/jobs/{job_id}"))
-        if job.get("status") not in ("queued", "running") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.02)
+def watch_final_write(service: ModuleType, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set once run_job has recorded the job as "succeeded" or "failed".
+
+    It wraps your update_job, so the test waits for exactly that write, not a guessed time.
+    """
+    written = threading.Event()
+    original = service.update_job
+
+    def update_job(database_path: Path, job_id: str, job_status: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return original(database_path, job_id, job_status, *args, **kwargs)
+        finally:
+            if job_status in ("succeeded", "failed"):
+                written.set()
+
+    monkeypatch.setattr(service, "update_job", update_job)
+    return written
 
 
 def expect_scorer_called(scorer: GatedScorer) -> None:
@@ -214,8 +232,9 @@ def test_the_location_header_points_to_the_job(client):
     expect_fields(job, {"id": job_id}, f"GET {location} (the Location of the new job)")
 
 
-def test_a_job_reports_running_while_it_works_then_succeeded(service, live_server):
+def test_a_job_reports_running_while_it_works_then_succeeded(service, live_server, monkeypatch):
     scorer = GatedScorer(service)
+    finished = watch_final_write(service, monkeypatch)
     use_scorer(service, scorer)
     with httpx.Client(base_url=live_server, timeout=HTTP_TIMEOUT, trust_env=False) as http:
         try:
@@ -230,7 +249,12 @@ def test_a_job_reports_running_while_it_works_then_succeeded(service, live_serve
             )
         finally:
             scorer.open()
-        job = wait_until_finished(http, job_id)
+        if not finished.wait(GATE_TIMEOUT):
+            raise AssertionError(
+                f"the scorer of job {job_id} returned, but run_job never recorded the job "
+                'as "succeeded" (or "failed") with update_job.'
+            )
+        job = expect_json(live_request(http, "GET", f"/jobs/{job_id}"))
     expected = dumped(fake_predictions(service, TICKETS))
     expect_fields(
         job,
@@ -329,8 +353,8 @@ def test_the_job_is_recorded_as_queued_before_its_task_runs(service, app, monkey
 def test_the_job_store_keeps_each_job_in_the_file_it_is_given(service, database, tmp_path):
     # Another file than the app's: the store functions use the path they are given.
     path = tmp_path / "store.sqlite3"
-    service.init_database(path)
-    service.init_database(database)
+    given("job_database").init_database(path)
+    given("job_database").init_database(database)
     service.insert_job(path, "job-a", ["one", "two"])
     service.insert_job(path, "job-b", ["three"])
 
@@ -388,7 +412,7 @@ def test_the_job_store_keeps_each_job_in_the_file_it_is_given(service, database,
 
 
 def test_run_job_records_any_exception_and_never_raises(service, database):
-    service.init_database(database)
+    given("job_database").init_database(database)
     failures = [
         ScorerBroke("the scorer broke on purpose"),
         RuntimeError("the model server went away"),
@@ -529,15 +553,181 @@ def test_the_model_is_loaded_once_at_startup(app):
 
 
 def test_openapi_documents_the_202_answer(client):
-    schema = expect_json(client.get("/openapi.json"))
-    paths = schema.get("paths", {})
-    operation = paths.get("/jobs", {}).get("post")
-    if operation is None:
-        raise AssertionError("/openapi.json has no POST /jobs operation.")
-    expect_equal(
-        sorted(operation.get("responses", {})),
-        ["202", "422"],
-        "in /openapi.json, the documented answers of POST /jobs",
+    operation = documented_operation(client, "/jobs", "post")
+    documented = sorted(operation.get("responses", {}))
+    if "202" not in documented or "200" in documented:
+        raise AssertionError(
+            f"/openapi.json documents the answers {documented} for POST /jobs: expected "
+            '"202" among them and no "200" (set the status code in the decorator).'
+        )
+
+
+def test_openapi_documents_every_error_answer(client):
+    # The 400 is FastAPI's own answer to a body it cannot decode: it happens, so it is
+    # documented.
+    expect_status(post_raw(client, b'{"texts": ["\xff"]}'), 400)
+    expected = {("/jobs", "post"): ["400", "413"], ("/jobs/{job_id}", "get"): ["404"]}
+    for (path, method), statuses in expected.items():
+        operation = documented_operation(client, path, method)
+        responses = operation.get("responses", {})
+        for status in statuses:
+            content = responses.get(status, {}).get("content", {}).get("application/json", {})
+            name = content.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1]
+            fields = client.app.openapi()["components"]["schemas"].get(name, {}).get("properties")
+            if sorted(fields or {}) != ["detail"]:
+                raise AssertionError(
+                    f"/openapi.json: the {status} answer of {method.upper()} {path} should be "
+                    f'documented with the HTTPError model (one field, "detail"); it documents '
+                    f"{shown(responses.get(status))}."
+                )
+
+
+def documented_operation(client: TestClient, path: str, method: str) -> dict[str, Any]:
+    """The operation `method` `path` of /openapi.json; fails if it is not there."""
+    operation = expect_json(client.get("/openapi.json")).get("paths", {}).get(path, {})
+    if method not in operation:
+        raise AssertionError(f"/openapi.json has no {method.upper()} {path} operation.")
+    return operation[method]
+
+
+def post_raw(client: TestClient, content: bytes | Iterator[bytes]) -> httpx.Response:
+    """POST /jobs with these bytes as a JSON body: how a test sends a large or broken one."""
+    return client.post("/jobs", content=content, headers=JSON_HEADERS)
+
+
+def padded(body: dict[str, Any], size: int) -> bytes:
+    """`body` as JSON, padded with spaces to exactly `size` bytes: still valid JSON."""
+    data = json.dumps(body).encode()
+    return data + b" " * (size - len(data))
+
+
+def test_a_body_over_the_size_limit_is_a_413(client):
+    chunk = 64 * 1024
+
+    def streamed(data: bytes) -> Iterator[bytes]:
+        # A generator has no length: the body goes out chunked, without Content-Length.
+        for start in range(0, len(data), chunk):
+            yield data[start : start + chunk]
+
+    batch = {"texts": TICKETS[:1]}
+    accepted_job_id(post_raw(client, padded(batch, BODY_LIMIT)))
+    # Content-Length says it is too big: Starlette answers before any handler runs.
+    expect_status(post_raw(client, padded(batch, BODY_LIMIT + 1)), 413)
+    accepted_job_id(post_raw(client, streamed(padded(batch, BODY_LIMIT))))
+    expect_status(post_raw(client, streamed(padded(batch, BODY_LIMIT + 1))), 413)
+
+
+def test_a_blank_or_too_long_text_is_a_422(client):
+    submit(client, ["x" * TEXT_LIMIT, "a ticket"])
+    expect_validation_error(
+        client.post("/jobs", json={"texts": ["a ticket", "x" * (TEXT_LIMIT + 1)]}),
+        loc=["body", "texts", 1],
     )
-    if "get" not in paths.get("/jobs/{job_id}", {}):
-        raise AssertionError("/openapi.json has no GET /jobs/{job_id} operation.")
+    expect_validation_error(
+        client.post("/jobs", json={"texts": ["   ", "a ticket"]}), loc=["body", "texts", 0]
+    )
+
+
+def test_the_settings_are_read_at_start_up_not_at_import(service, tmp_path, monkeypatch):
+    # app.py was imported with JOBS_DATABASE_PATH set to one file; the service now starts
+    # with it set to another. The one it starts with is the one it uses.
+    started_with = tmp_path / "started-with.sqlite3"
+    monkeypatch.setenv("JOBS_DATABASE_PATH", str(started_with))
+    with TestClient(service.app, raise_server_exceptions=False) as client:
+        response = client.post("/jobs", json={"texts": TICKETS[:1]})
+        if response.status_code == 500:
+            raise AssertionError(
+                "POST /jobs answered 500 when JOBS_DATABASE_PATH changed between the import "
+                "of app.py and start-up: the route wrote to the file the settings named at "
+                "import, where start-up created no table. Take the path from the `settings` "
+                "parameter (SettingsDep), which holds what start-up read."
+            )
+        job_id = accepted_job_id(response)
+        expect_fields(
+            expect_json(client.get(f"/jobs/{job_id}")), {"id": job_id}, f"GET /jobs/{job_id}"
+        )
+    with closing(sqlite3.connect(started_with)) as connection:
+        job = connection.execute("SELECT id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if job is None:
+        raise AssertionError(
+            f"job {job_id} is not in {started_with.name}, the file JOBS_DATABASE_PATH named "
+            "at start-up: read the settings at start-up, never at import."
+        )
+
+
+class WriteRefused(sqlite3.OperationalError):
+    """What the refusing update_job raises: SQLite's error for a write that timed out."""
+
+
+def refuse_writes(service: ModuleType, monkeypatch: pytest.MonkeyPatch, refused: set[str]) -> None:
+    """Make update_job raise "database is locked" for the statuses in `refused`."""
+    original = service.update_job
+
+    def update_job(database_path: Path, job_id: str, job_status: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if job_status in refused:
+            raise WriteRefused("database is locked")
+        return original(database_path, job_id, job_status, *args, **kwargs)
+
+    monkeypatch.setattr(service, "update_job", update_job)
+
+
+def run_job_calmly(service: ModuleType, database: Path, job_id: str, scorer: Any, what: str):  # type: ignore[no-untyped-def]
+    """run_job(...), which must neither raise nor be a coroutine."""
+    try:
+        outcome = service.run_job(database, job_id, TICKETS[:1], scorer)
+    except Exception as escaped:
+        raise AssertionError(
+            f"{what}: run_job let {type(escaped).__name__}({str(escaped)!r}) escape. Guard "
+            "the whole job, the writes included, with one try/except Exception."
+        ) from None
+    if inspect.iscoroutine(outcome):
+        outcome.close()
+        raise AssertionError(f"{what}: run_job is an async def; keep it a plain def.")
+
+
+def test_a_write_that_fails_ends_the_job_failed(service, database, monkeypatch):
+    given("job_database").init_database(database)
+    unstorable = [service.Prediction.model_construct(label="billing", confidence=object())]
+    cases = [
+        ('update_job(... "succeeded" ...) raises "database is locked"', {"succeeded"}, None),
+        ('update_job(... "running") raises "database is locked"', {"running"}, None),
+        ("the scorer returns a prediction that cannot be stored as JSON", set(), unstorable),
+    ]
+    for index, (what, refused, predictions) in enumerate(cases):
+        job_id = f"job-{index}"
+        given_predictions = predictions or fake_predictions(service, TICKETS[:1])
+        service.insert_job(database, job_id, TICKETS[:1])
+        with monkeypatch.context() as patch:
+            refuse_writes(service, patch, refused)
+            run_job_calmly(
+                service, database, job_id, lambda texts, made=given_predictions: made, what
+            )
+        job = service.find_job(database, job_id)
+        expect_fields(
+            job.model_dump() if job is not None else None,
+            {"status": "failed", "results": None},
+            f"find_job after run_job, when {what}",
+        )
+        if not job.error or (refused and "database is locked" not in job.error):
+            expected = '"database is locked"' if refused else "the exception's message"
+            raise AssertionError(
+                f"find_job after run_job, when {what}: expected an error with {expected}, "
+                f"got {shown(job.error)}."
+            )
+
+
+def test_run_job_returns_even_when_no_write_works(service, database, monkeypatch, caplog):
+    given("job_database").init_database(database)
+    service.insert_job(database, "job-0", TICKETS[:1])
+    refuse_writes(service, monkeypatch, {"queued", "running", "succeeded", "failed"})
+    what = 'every update_job raises "database is locked", "failed" too'
+    with caplog.at_level(logging.WARNING):
+        run_job_calmly(
+            service, database, "job-0", lambda texts: fake_predictions(service, texts), what
+        )
+    if not any(record.levelno >= logging.WARNING for record in caplog.records):
+        raise AssertionError(
+            f"{what}: run_job returned, but logged nothing at level WARNING or above. The "
+            "job's failure is recorded nowhere: log it (logger.exception(...)), so that "
+            "whoever runs the service can see it."
+        )

@@ -7,103 +7,33 @@ one prediction per text) or failed (with the error).
 """
 
 import json
-import sqlite3
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
-from functools import lru_cache
+from contextlib import closing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any
 
-from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, Response, status
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response, status
+from job_database import connect
+from job_dependencies import Scorer, ScorerDep, SettingsDep, get_scorer, lifespan
+from job_schemas import (
+    MAX_BODY_SIZE,
+    HTTPError,
+    Job,
+    JobAccepted,
+    JobRequest,
+    JobStatus,
+    Prediction,
+)
 
 from coursekit.docs import add_offline_docs
-from coursekit.models import LoadedModel, load_model
 
-MAX_BATCH_SIZE = 100
+__all__ = ["Prediction", "app", "get_scorer"]  # what the tests import from here
 
-
-class Settings(BaseSettings):
-    """Read from the environment, e.g. `JOBS_DATABASE_PATH=/tmp/jobs.sqlite3`."""
-
-    model_config = SettingsConfigDict(env_prefix="JOBS_")
-
-    database_path: Path = Path("jobs.sqlite3")
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
-
-
-class Prediction(BaseModel):
-    label: str
-    confidence: float
-
-
-class JobRequest(BaseModel):
-    texts: list[str] = Field(min_length=1, max_length=MAX_BATCH_SIZE)
-
-
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
-
-
-class JobAccepted(BaseModel):
-    id: str
-    status: JobStatus
-
-
-class Job(BaseModel):
-    id: str
-    status: JobStatus
-    results: list[Prediction] | None = None
-    error: str | None = None
-
-
-# A scorer takes a batch of texts and returns one prediction per text, in order.
-Scorer = Callable[[list[str]], list[Prediction]]
-
-
-class TicketScorer:
-    """Labels tickets with the tickets model: the most probable class and its probability."""
-
-    def __init__(self, model: LoadedModel) -> None:
-        self.model = model
-
-    def __call__(self, texts: list[str]) -> list[Prediction]:
-        probabilities = self.model.pipeline.predict_proba(texts)
-        return [
-            Prediction(label=self.model.classes[int(row.argmax())], confidence=float(row.max()))
-            for row in probabilities
-        ]
+logger = logging.getLogger(__name__)
 
 
 # --- The job store: one SQLite file, one short-lived connection per use ----------------
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    texts TEXT NOT NULL,
-    results TEXT,
-    error TEXT
-)
-"""
-
-
-def connect(database_path: Path) -> sqlite3.Connection:
-    # A connection may only be used in the thread that opened it (check_same_thread), and
-    # the route and the task run in different threads: each use opens its own.
-    connection = sqlite3.connect(database_path)
-    connection.row_factory = sqlite3.Row
-    return connection
-
-
-def init_database(database_path: Path) -> None:
-    with closing(connect(database_path)) as connection, connection:
-        connection.execute(SCHEMA)
 
 
 def insert_job(database_path: Path, job_id: str, texts: list[str]) -> None:
@@ -146,22 +76,22 @@ def find_job(database_path: Path, job_id: str) -> Job | None:
 def run_job(database_path: Path, job_id: str, texts: list[str], scorer: Scorer) -> None:
     # A plain `def`: Starlette runs it in the threadpool, so the CPU-bound scoring never
     # blocks the event loop that answers the polls.
-    update_job(database_path, job_id, "running")
     try:
+        # All three steps inside the guard: the scorer can raise, and so can each write
+        # (a locked database, results that cannot be stored as JSON).
+        update_job(database_path, job_id, "running")
         predictions = scorer(texts)
+        update_job(database_path, job_id, "succeeded", results=predictions)
     except Exception as error:
         # Nobody is waiting for this function to return: an exception that escaped would
         # only reach the server log, and the job would stay "running" forever.
-        update_job(database_path, job_id, "failed", error=f"{type(error).__name__}: {error}")
-        return
-    update_job(database_path, job_id, "succeeded", results=predictions)
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    init_database(get_settings().database_path)
-    app.state.scorer = TicketScorer(load_model("tickets"))
-    yield
+        logger.exception("Job %s failed", job_id)
+        try:
+            update_job(database_path, job_id, "failed", error=f"{type(error).__name__}: {error}")
+        except Exception:
+            # Not even the failure can be recorded (the database is gone): log it, and
+            # still return, or BackgroundTasks would skip the tasks queued after this one.
+            logger.exception("Job %s: its failure could not be recorded", job_id)
 
 
 app = FastAPI(
@@ -170,19 +100,24 @@ app = FastAPI(
     docs_url=None,
     redoc_url=None,
     lifespan=lifespan,
+    # Starlette stops reading a body past this size: no client can make us buffer, and
+    # then store, 50 MB of texts.
+    max_body_size=MAX_BODY_SIZE,
 )
 add_offline_docs(app)
 
+# What /openapi.json (and so /docs) says each route may answer besides its success; 422
+# FastAPI documents by itself.
+SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": HTTPError, "description": "The body is not readable (not UTF-8)"},
+    413: {"model": HTTPError, "description": "The body is over the size limit"},
+}
+POLL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": HTTPError, "description": "No job has this id"},
+}
 
-def get_scorer(request: Request) -> Scorer:
-    return request.app.state.scorer
 
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ScorerDep = Annotated[Scorer, Depends(get_scorer)]
-
-
-@app.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
+@app.post("/jobs", responses=SUBMIT_RESPONSES, status_code=status.HTTP_202_ACCEPTED)
 def submit_job(
     batch: JobRequest,
     background_tasks: BackgroundTasks,
@@ -199,7 +134,7 @@ def submit_job(
     return JobAccepted(id=job_id, status="queued")
 
 
-@app.get("/jobs/{job_id}")
+@app.get("/jobs/{job_id}", responses=POLL_RESPONSES)
 def get_job(job_id: str, settings: SettingsDep) -> Job:
     job = find_job(settings.database_path, job_id)
     if job is None:
