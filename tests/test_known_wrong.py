@@ -81,8 +81,12 @@ def graded(
         if hasattr(item, "callspec") and "mistake" in item.callspec.params
     ]
 
-    def grade_one(mistake: Mistake) -> list[Record]:
-        folder = mistake.apply(tmp_path_factory.mktemp(mistake.step.id))
+    # Folders first, in this thread: pytest's temporary-folder factory is not thread-safe
+    # (made from the pool, the first ones raced to create the base folder and failed).
+    folders = [tmp_path_factory.mktemp(mistake.step.id) for mistake in selected]
+
+    def grade_one(mistake: Mistake, scratch: Path) -> list[Record]:
+        folder = mistake.apply(scratch)
         # Where the mistake names the tests that catch it, running those proves it is
         # caught; the step's other tests would only add minutes to every check.
         named = set(mistake.caught_by)
@@ -94,7 +98,7 @@ def graded(
         )
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(selected, pool.map(grade_one, selected), strict=True))
+        return dict(zip(selected, pool.map(grade_one, selected, folders), strict=True))
 
 
 @pytest.mark.parametrize("step", STEPS, ids=[step.slug for step in STEPS])

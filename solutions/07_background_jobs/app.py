@@ -110,7 +110,11 @@ add_offline_docs(app)
 # FastAPI documents by itself.
 SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": HTTPError, "description": "The body is not readable (not UTF-8)"},
-    413: {"model": HTTPError, "description": "The body is over the size limit"},
+    # Starlette answers this one itself, before any route or handler: plain text.
+    413: {
+        "description": "The body is over the size limit",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
 }
 POLL_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": HTTPError, "description": "No job has this id"},
