@@ -621,7 +621,15 @@ def test_a_body_over_the_size_limit_is_a_413(configured_app: Configure) -> None:
     longest = json.dumps({"text": "\N{GRINNING FACE}" * MAX_TEXT_LENGTH}).encode()
     over = padded({"text": TEXT}, MAX_BODY_SIZE + 1)
     with running_upstreams(upstream) as urls, TestClient(configured_app([urls["alpha"]])) as client:
-        expect_json(client.post("/ensemble", content=longest, headers=JSON_HEADERS))
+        response = client.post("/ensemble", content=longest, headers=JSON_HEADERS)
+        if response.status_code == 413:
+            raise AssertionError(
+                f"POST /ensemble with the longest valid text ({MAX_TEXT_LENGTH:,} emoji, "
+                f"written as JSON escapes: {len(longest):,} bytes) answered 413. Any text of "
+                f"up to MAX_TEXT_LENGTH characters must fit: the limit is MAX_BODY_SIZE "
+                f"({MAX_BODY_SIZE:,} bytes)."
+            )
+        expect_json(response)
         exactly = padded({"text": TEXT}, MAX_BODY_SIZE)
         expect_json(client.post("/ensemble", content=exactly, headers=JSON_HEADERS))
         expect_status(client.post("/ensemble", content=over, headers=JSON_HEADERS), 413)
