@@ -2,8 +2,8 @@
 
 Run it from the repository root (about 20 seconds):
 
-    python benchmarks/async_vs_blocking.py                  # the app calls out with httpx
-    python benchmarks/async_vs_blocking.py --client httpx2  # the same API, a leaner pool
+    python benchmarks/async_vs_blocking.py                 # the app calls out with httpx2
+    python benchmarks/async_vs_blocking.py --client httpx  # the same API, httpx 0.28's pool
 
 It starts two uvicorn servers, each its own process with one worker:
 
@@ -45,11 +45,12 @@ from fastapi import FastAPI, Request
 from coursekit.server import free_port
 from coursekit.upstream import make_upstream
 
-# The HTTP client library the app (and this script) uses: httpx, as the course teaches, or
-# httpx2, its successor with the same API (Starlette's TestClient uses it). The async
-# client's CPU per request is what limits the awaited route, and the two differ there.
+# The HTTP client library the app (and this script) uses: httpx2, as the course teaches, or
+# httpx 0.28, with the same API (what the course used before). The async client's CPU per
+# request is what limits the awaited route, and the two differ there.
 CLIENT_VARIABLE = "BENCHMARK_HTTP_CLIENT"
-httpx: Any = importlib.import_module(os.environ.get(CLIENT_VARIABLE, "httpx"))
+DEFAULT_CLIENT = "httpx2"
+httpx: Any = importlib.import_module(os.environ.get(CLIENT_VARIABLE, DEFAULT_CLIENT))
 
 HERE = Path(__file__).resolve().parent
 REQUESTS = 100
@@ -271,9 +272,9 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--client", choices=["httpx", "httpx2"], default="httpx")
+    parser.add_argument("--client", choices=["httpx", "httpx2"], default=DEFAULT_CLIENT)
     chosen = parser.parse_args().client
-    if os.environ.get(CLIENT_VARIABLE, "httpx") != chosen:
+    if os.environ.get(CLIENT_VARIABLE, DEFAULT_CLIENT) != chosen:
         # The library is chosen at import, here and in the app's process: start anew with it.
         env = {**os.environ, CLIENT_VARIABLE: chosen}
         raise SystemExit(subprocess.call([sys.executable, __file__, *sys.argv[1:]], env=env))

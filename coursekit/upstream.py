@@ -14,6 +14,12 @@ requests they are serving, so a test can prove the calls overlapped by reading
 A hung upstream is one whose delay is far longer than any sane client timeout, such as
 `make_upstream("stuck", delay=60)`. It stops waiting as soon as its client goes away
 (an `httpx` timeout closes the connection), so its `in_flight` drops back to zero.
+
+Two more kinds of bad upstream: one that answers `200` with a body that is not a
+prediction (`make_upstream("html", body=b"<html>...</html>", media_type="text/html")`),
+and one that trickles (`trickle=True`): it answers `200` at once, then sends its body one
+space every 50 ms for as long as it waits, so no read ever waits long enough to trip a
+per-read timeout.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the annotations of the
@@ -21,9 +27,10 @@ A hung upstream is one whose delay is far longer than any sane client timeout, s
 
 import asyncio
 import hashlib
+import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +40,16 @@ if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
 LABELS = ("positive", "negative", "neutral")
+TRICKLE_INTERVAL = 0.05  # seconds between two bytes of a trickling upstream
 
 
 class Upstream:
     """One simulated model service: its FastAPI `app`, its behaviour and its counters.
 
-    `delay`, `fail` and `status_code` are plain attributes read on every request, so
-    a test may change them while the server runs. The counters are thread-safe: the
-    app updates them in uvicorn's thread while the test reads them in its own.
+    `delay`, `fail`, `status_code`, `body`, `media_type` and `trickle` are plain
+    attributes read on every request, so a test may change them while the server runs.
+    The counters are thread-safe: the app updates them in uvicorn's thread while the
+    test reads them in its own.
     """
 
     def __init__(
@@ -52,12 +61,18 @@ class Upstream:
         status_code: int = 503,
         gated: bool = False,
         gate_timeout: float = 10.0,
+        body: bytes | None = None,
+        media_type: str = "application/json",
+        trickle: bool = False,
     ) -> None:
         """Build the service; see `make_upstream` for the meaning of each argument."""
         self.name = name
         self.delay = delay
         self.fail = fail
         self.status_code = status_code
+        self.body = body
+        self.media_type = media_type
+        self.trickle = trickle
         self.gate = threading.Event() if gated else None
         self.gate_timeout = gate_timeout
         self._counters = threading.Condition()
@@ -118,6 +133,12 @@ class Upstream:
         with self._counters:
             return self._counters.wait_for(lambda: self._in_flight == 0, timeout)
 
+    def answer_body(self, text: str) -> bytes:
+        """The bytes of a 200 answer for `text`: `body` if one was given, else the prediction."""
+        if self.body is not None:
+            return self.body
+        return json.dumps(self.prediction(text)).encode()
+
     def prediction(self, text: str) -> dict[str, Any]:
         """The body this service answers for `text` (when it does not fail)."""
         # A hash, not Python's hash(): the same on every run and every machine.
@@ -152,6 +173,23 @@ class Upstream:
             await asyncio.sleep(0.005)
         return True
 
+    async def _trickled(self, text: str) -> AsyncIterator[bytes]:
+        """The answer of a trickling upstream: a space every TRICKLE_INTERVAL while it waits."""
+        # Counted here, not in the route: the request is in flight until the last byte.
+        # When the client goes away, Starlette stops this generator, and the count drops.
+        with self._count_request():
+            gate_deadline = time.monotonic() + self.gate_timeout
+            while self.gate is not None and not self.gate.is_set():
+                if time.monotonic() > gate_deadline:
+                    return  # an incomplete body: the test never opened the gate
+                yield b" "  # leading whitespace: the JSON stays valid
+                await asyncio.sleep(TRICKLE_INTERVAL)
+            deadline = time.monotonic() + self.delay
+            while time.monotonic() < deadline:
+                yield b" "
+                await asyncio.sleep(TRICKLE_INTERVAL)
+            yield self.answer_body(text)
+
 
 async def _sleep_unless_disconnected(request: "Request", seconds: float) -> None:
     """Sleep `seconds`, but stop early once the client has gone (it timed out)."""
@@ -166,7 +204,8 @@ async def _sleep_unless_disconnected(request: "Request", seconds: float) -> None
 
 def _build_app(upstream: Upstream) -> "FastAPI":
     """The FastAPI app of one upstream (imports FastAPI only when one is made)."""
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, HTTPException, Request, Response
+    from fastapi.responses import StreamingResponse
     from pydantic import BaseModel
 
     class PredictRequest(BaseModel):
@@ -179,15 +218,19 @@ def _build_app(upstream: Upstream) -> "FastAPI":
 
     app = FastAPI(title=f"Simulated model service {upstream.name!r}")
 
-    @app.post("/predict")
-    async def predict(body: PredictRequest, request: Request) -> Prediction:
+    @app.post("/predict", response_model=Prediction)
+    async def predict(body: PredictRequest, request: Request) -> Response:
+        if upstream.trickle:
+            trickled = upstream._trickled(body.text)
+            return StreamingResponse(trickled, media_type=upstream.media_type)
         with upstream._count_request():
             if not await upstream._wait_at_gate():
                 raise HTTPException(503, f"{upstream.name}: the test never opened the gate")
             await _sleep_unless_disconnected(request, upstream.delay)
             if upstream.fail:
                 raise HTTPException(upstream.status_code, f"{upstream.name} is unavailable")
-            return Prediction(**upstream.prediction(body.text))
+            # The bytes as they are: a `body` that is not a prediction must reach the client.
+            return Response(upstream.answer_body(body.text), media_type=upstream.media_type)
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
@@ -204,6 +247,9 @@ def make_upstream(
     status_code: int = 503,
     gated: bool = False,
     gate_timeout: float = 10.0,
+    body: bytes | None = None,
+    media_type: str = "application/json",
+    trickle: bool = False,
 ) -> Upstream:
     """Make a simulated model service called `name`.
 
@@ -215,6 +261,14 @@ def make_upstream(
     `open_gate()` (answering 503 after `gate_timeout` seconds), so a test can hold
     requests until it has seen `wait_for_in_flight(n)`. `GET /stats` returns the
     counters.
+
+    A bad upstream: with `body`, a 200 answer carries those bytes (of type `media_type`)
+    instead of the prediction, such as an HTML page or JSON without `score`. With
+    `trickle=True` it answers 200 at once and spends its wait (the gate, then `delay`)
+    sending one space every TRICKLE_INTERVAL seconds before the body: leading whitespace
+    keeps the JSON valid, and no read waits longer than 50 ms, so only a deadline on the
+    whole call cuts it off. A trickling upstream never fails; once its headers are sent,
+    its status is 200.
     """
     return Upstream(
         name,
@@ -223,6 +277,9 @@ def make_upstream(
         status_code=status_code,
         gated=gated,
         gate_timeout=gate_timeout,
+        body=body,
+        media_type=media_type,
+        trickle=trickle,
     )
 
 

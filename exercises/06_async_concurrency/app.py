@@ -1,6 +1,7 @@
 """Step 06: an ensemble endpoint that asks several model services at once.
 
-Read README.md in this folder first: it states what the endpoint must do.
+Read README.md in this folder first: it states what the endpoint must do. `ensemble.py`
+(the settings and the models) is given: read it, do not edit it.
 Grade your work with `pytest exercises/06_async_concurrency`.
 """
 
@@ -8,107 +9,93 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import lru_cache
 from typing import Annotated, Any
 
-import httpx
+import httpx2
+from ensemble import (
+    ENSEMBLE_RESPONSES,
+    MAX_BODY_SIZE,
+    EnsembleRequest,
+    EnsembleResponse,
+    Prediction,
+    Settings,
+    UpstreamResult,
+    current_settings,
+    get_settings,
+)
 from fastapi import Depends, FastAPI, HTTPException, Request
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 
 from coursekit.docs import add_offline_docs
 
 
-class Settings(BaseSettings):
-    """The service's configuration, read from ENSEMBLE_* environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="ENSEMBLE_")
-
-    upstream_urls: list[str] = []  # base URLs of the model services, in answer order
-    timeout: float = Field(default=1.0, gt=0)  # seconds one upstream call may take
-    max_in_flight: int = Field(default=8, ge=1)  # upstream calls at once, all requests together
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-    # TODO: read the settings with get_settings(). Open ONE httpx.AsyncClient with
-    # timeout=httpx.Timeout(settings.timeout), in an `async with` block so that it is
-    # closed at shutdown, and make ONE asyncio.Semaphore(settings.max_in_flight). Inside
-    # the block, `yield {"client": client, "limiter": semaphore}`: requests then find
-    # them on request.state (see get_client and get_limiter below).
+    # TODO: open ONE httpx2.AsyncClient for the whole app, with the configured timeout
+    # (get_settings()), closed at shutdown, and make ONE asyncio.Semaphore of
+    # max_in_flight permits. Yield them as {"client": ..., "limiter": ...}: requests
+    # then find them on request.state (get_client and get_limiter below).
+    # Lesson: "One shared client, opened in lifespan" and "Bounded concurrency with a
+    # semaphore".
     raise NotImplementedError
     yield {}  # unreachable; it makes this function the generator asynccontextmanager needs
 
 
-app = FastAPI(title="Ensemble", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+app = FastAPI(
+    title="Ensemble",
+    version="1.0.0",
+    lifespan=lifespan,
+    docs_url=None,
+    redoc_url=None,
+    max_body_size=MAX_BODY_SIZE,  # a client cannot make us buffer 50 MB (lesson 04)
+)
 add_offline_docs(app)  # /docs and /redoc without a CDN (see lesson 01)
 
 
-class EnsembleRequest(BaseModel):
-    text: str = Field(min_length=1)
-
-
-class UpstreamResult(BaseModel):
-    upstream: str
-    label: str | None = None
-    score: float | None = None
-    error: str | None = None
-
-
-class EnsembleResponse(BaseModel):
-    label: str
-    votes: int
-    results: list[UpstreamResult]
-
-
-def get_client(request: Request) -> httpx.AsyncClient:
+# `async def`: they only read lifespan state, and a plain `def` dependency costs a trip
+# to the threadpool on every request.
+async def get_client(request: Request) -> httpx2.AsyncClient:
     return request.state.client
 
 
-def get_limiter(request: Request) -> asyncio.Semaphore:
+async def get_limiter(request: Request) -> asyncio.Semaphore:
     return request.state.limiter
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ClientDep = Annotated[httpx.AsyncClient, Depends(get_client)]
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+ClientDep = Annotated[httpx2.AsyncClient, Depends(get_client)]
 LimiterDep = Annotated[asyncio.Semaphore, Depends(get_limiter)]
 
 
 async def ask_upstream(
-    client: httpx.AsyncClient, limiter: asyncio.Semaphore, url: str, text: str
+    client: httpx2.AsyncClient, limiter: asyncio.Semaphore, url: str, text: str, timeout: float
 ) -> UpstreamResult:
     """One upstream's answer, or an error entry: this function never raises."""
-    # TODO: inside `async with limiter:`, `await client.post(f"{url}/predict", json=...)`
-    # with {"text": text}, then response.raise_for_status(). Turn each failure into an
-    # error entry, UpstreamResult(upstream=url, error=...):
-    # - httpx.TimeoutException -> "timeout" (catch it FIRST: it is a TransportError too);
-    # - httpx.HTTPStatusError -> f"HTTP {status code}", e.g. "HTTP 503";
-    # - httpx.TransportError (could not connect, ...) -> "unreachable".
-    # On success, return UpstreamResult(upstream=url, label=..., score=...) from the JSON.
-    # Do not use a blocking client (httpx.Client, requests) here: it would freeze the loop.
+    # TODO: POST {"text": text} to f"{url}/predict" with the shared client, awaited,
+    # holding one permit of `limiter` while the call runs, and all of it (the wait for a
+    # permit included) within one deadline of `timeout` seconds. Check the status, then
+    # read the answer as a `Prediction`. Return the upstream's label and score, or an
+    # error entry whose `error` is one of those in README.md's table: "timeout",
+    # "HTTP <status>", "unreachable", "invalid answer".
+    # Lesson: "Timeouts", "A deadline for the whole call", "When an upstream fails",
+    # "When an upstream answers nonsense".
     raise NotImplementedError
 
 
 def combine(results: list[UpstreamResult]) -> tuple[str, int]:
     """The majority label of the answers and its votes; a tie goes to the higher total score."""
-    # TODO: skip the error entries. Count the votes per label (a Counter) and add up the
-    # scores per label (a defaultdict(float)). Return the label with the most votes and
-    # its number of votes; on a tie in votes, the label with the higher total score wins.
-    # max() with a key that returns a (votes, total score) tuple picks that label.
+    # TODO: among the entries without an error, the label most of them answered and
+    # its number of votes; on a tie in votes, the label whose answers have the higher
+    # total score. Lesson: "Combining the answers".
     raise NotImplementedError
 
 
-@app.post("/ensemble")
+@app.post("/ensemble", responses=ENSEMBLE_RESPONSES)
 async def ensemble(
-    body: EnsembleRequest, settings: SettingsDep, client: ClientDep, limiter: LimiterDep
+    review: EnsembleRequest, settings: SettingsDep, client: ClientDep, limiter: LimiterDep
 ) -> EnsembleResponse:
-    # TODO: ask every upstream in settings.upstream_urls AT ONCE: asyncio.gather over
-    # ask_upstream(...) calls, one per URL (gather keeps the order of the URLs). If every
-    # result is an error entry, raise HTTPException(502, ...); otherwise combine() the
-    # results and return an EnsembleResponse(label=..., votes=..., results=...).
+    # TODO: ask every upstream of settings.upstream_urls at once (ask_upstream), keeping
+    # their results in the order of the URLs. When none answered, answer 502 with a
+    # message; otherwise combine the results into the EnsembleResponse.
+    # Lesson: "Concurrent calls with asyncio.gather" and "When an upstream fails".
     raise NotImplementedError

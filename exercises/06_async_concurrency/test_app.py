@@ -4,12 +4,16 @@ Run them with `pytest exercises/06_async_concurrency`. Points and hints live in
 course.toml. Each test starts simulated model services (`coursekit.upstream`) on
 127.0.0.1, tells your app where they are through the ENSEMBLE_* environment variables,
 imports your app.py afresh, and calls it: in-process with `TestClient`, or under a real
-uvicorn server where concurrency must be real. Overlap and the concurrency bound are
-measured by the upstreams' own counters (and the state of the semaphore your get_limiter
-gives) while the test holds their answers back, never by a stopwatch.
+uvicorn server where concurrency must be real. Overlap, the concurrency bound and the
+deadline are shown by mechanisms the test controls: the upstreams' own counters, gates
+that hold their answers back, permits the test holds, never by a stopwatch.
 """
 
+import asyncio
+import functools
 import json
+import ssl
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,29 +21,49 @@ from contextlib import ExitStack, contextmanager
 from time import monotonic
 from typing import Annotated, Any
 
-import httpx
+import httpcore2
+import httpx2
 import pytest
 from fastapi import Depends
 from fastapi.testclient import TestClient
 
 from autograder.expect import (
+    describe,
     expect_equal,
     expect_exact_keys,
     expect_fields,
     expect_json,
+    expect_status,
     expect_validation_error,
+    shown,
 )
 from coursekit.server import free_port, serve_in_thread
 from coursekit.upstream import Upstream, make_upstream, running_upstreams
 
 TEXT = "The battery died after an hour, but the screen is lovely."
+MAX_TEXT_LENGTH = 10_000  # characters: in the statement
+MAX_BODY_SIZE = 131_072  # bytes: in the statement
+JSON_HEADERS = {"content-type": "application/json"}
 
 Configure = Callable[..., Any]
+
+
+@functools.cache
+def tls_context(*, _trust_env: bool = True) -> ssl.SSLContext:
+    """httpcore2's default TLS context, built once instead of once per client."""
+    return DEFAULT_TLS_CONTEXT(_trust_env=_trust_env)
+
+
+DEFAULT_TLS_CONTEXT = httpcore2.default_ssl_context
 
 
 @pytest.fixture
 def configured_module(monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]) -> Configure:
     """Set the ENSEMBLE_* variables as an operator would, then import app.py afresh."""
+    # For speed only: every httpx2 client loads the system's CA certificates into a new
+    # TLS context (20-50 ms of CPU), and these tests start your app, so your client, more
+    # than a dozen times. The upstreams speak plain HTTP; nothing here uses TLS.
+    monkeypatch.setattr(httpcore2, "default_ssl_context", tls_context)
 
     def configure(urls: list[str], *, timeout: float = 5.0, max_in_flight: int = 8) -> Any:
         monkeypatch.setenv("ENSEMBLE_UPSTREAM_URLS", json.dumps(urls))
@@ -74,7 +98,7 @@ def mounted(apps: dict[str, Any]) -> Any:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[httpx.Client]:
+def serve(app: Any) -> Iterator[httpx2.Client]:
     """Your app under a real uvicorn server, and an HTTP client for it (thread-safe)."""
     stack = ExitStack()
     try:
@@ -86,7 +110,7 @@ def serve(app: Any) -> Iterator[httpx.Client]:
         raise AssertionError(
             "Your app did not start under uvicorn; check lifespan() and the server's log."
         ) from None
-    with stack, httpx.Client(base_url=base_url, timeout=10.0) as http:
+    with stack, httpx2.Client(base_url=base_url, timeout=10.0) as http:
         yield http
 
 
@@ -125,7 +149,7 @@ def find_text(upstreams: list[Upstream], wanted: Callable[[list[dict[str, Any]]]
 
 
 def test_every_upstream_answers_in_the_results(configured_app: Configure) -> None:
-    upstreams = [make_upstream(name, delay=0.02) for name in ("alpha", "beta", "gamma")]
+    upstreams = [make_upstream(name, delay=0.0) for name in ("alpha", "beta", "gamma")]
     with (
         running_upstreams(*upstreams) as urls,
         TestClient(configured_app(list(urls.values()))) as client,
@@ -138,22 +162,33 @@ def test_every_upstream_answers_in_the_results(configured_app: Configure) -> Non
 
 
 def test_results_follow_the_order_of_the_configured_upstreams(configured_app: Configure) -> None:
-    # The first upstream answers last and the last one first.
+    # The test makes the first upstream answer last and the last one first: it opens the
+    # gates one by one, from the last upstream to the first, each once the one before
+    # has answered.
     upstreams = [
-        make_upstream("slowest", delay=0.25),
-        make_upstream("middle", delay=0.12),
-        make_upstream("fastest", delay=0.0),
+        make_upstream(name, delay=0.0, gated=True, gate_timeout=5)
+        for name in ("slowest", "middle", "fastest")
     ]
     with (
         running_upstreams(*upstreams) as urls,
         TestClient(configured_app(list(urls.values()))) as client,
+        ThreadPoolExecutor(max_workers=1) as pool,
     ):
-        body = expect_json(client.post("/ensemble", json={"text": TEXT}))
+        pending = pool.submit(client.post, "/ensemble", json={"text": TEXT})
+        try:
+            for upstream in reversed(upstreams):
+                upstream.wait_for_in_flight(1, timeout=5.0)
+                upstream.open_gate()
+                upstream.wait_for_idle(timeout=5.0)
+        finally:
+            for upstream in upstreams:
+                upstream.open_gate()
+        body = expect_json(pending.result())
     expect_equal(
         [entry["upstream"] for entry in entries(body)],
         list(urls.values()),
         "the order of `results` (it must be the order of ENSEMBLE_UPSTREAM_URLS, "
-        "not the order in which the upstreams answered)",
+        "not the order in which the upstreams answered: fastest, middle, slowest)",
     )
 
 
@@ -186,7 +221,7 @@ def test_the_upstreams_are_called_at_the_same_time(configured_app: Configure) ->
             "One POST /ensemble to three upstreams that hold their answers back: only "
             f"{called or 'none'} of ['alpha', 'beta', 'gamma'] had been called after 5 s. The "
             "calls must be in flight together: start them all with asyncio.gather and an "
-            "awaited httpx.AsyncClient, never a blocking client or time.sleep in async def."
+            "awaited httpx2.AsyncClient, never a blocking client or time.sleep in async def."
         )
     body = expect_json(response)
     expected = [answer(upstream, urls[upstream.name]) for upstream in upstreams]
@@ -213,7 +248,7 @@ def test_one_client_reuses_its_connection_across_requests(configured_app: Config
     if len(set(client_ports)) != 1:
         raise AssertionError(
             f"3 requests in a row reached the upstream over {len(set(client_ports))} different "
-            "connections: a new httpx.AsyncClient per request opens a new connection each "
+            "connections: a new httpx2.AsyncClient per request opens a new connection each "
             "time. Open one client in lifespan and share it, so its pool reuses the connection."
         )
 
@@ -234,19 +269,19 @@ def test_the_client_is_closed_at_shutdown(configured_module: Configure) -> None:
     expect_equal(len(seen), 2, "the clients that get_client gave 2 requests")
     if seen[0] is not seen[1]:
         raise AssertionError(
-            "get_client gave 2 requests 2 different clients: open ONE httpx.AsyncClient in "
+            "get_client gave 2 requests 2 different clients: open ONE httpx2.AsyncClient in "
             "lifespan and yield it, so every request shares it."
         )
     if not seen[0].is_closed:
         raise AssertionError(
-            "The shared httpx.AsyncClient is still open after the app shut down: open it "
-            "with `async with httpx.AsyncClient(...) as client:` around the lifespan's "
+            "The shared httpx2.AsyncClient is still open after the app shut down: open it "
+            "with `async with httpx2.AsyncClient(...) as client:` around the lifespan's "
             "`yield`, so that shutdown closes it and its connections."
         )
 
 
 def test_the_combined_label_is_the_majority(configured_app: Configure) -> None:
-    upstreams = [make_upstream(name, delay=0.02) for name in ("alpha", "beta", "gamma")]
+    upstreams = [make_upstream(name, delay=0.0) for name in ("alpha", "beta", "gamma")]
 
     def two_against_one_stronger(predictions: list[dict[str, Any]]) -> bool:
         first, middle, last = predictions
@@ -303,7 +338,7 @@ def tie_won_on_total(winner_sorts_last: bool) -> Callable[[list[dict[str, Any]]]
 
 
 def test_a_tie_goes_to_the_higher_total_score(configured_app: Configure) -> None:
-    upstreams = [make_upstream(name, delay=0.02) for name in ("alpha", "beta", "gamma", "delta")]
+    upstreams = [make_upstream(name, delay=0.0) for name in ("alpha", "beta", "gamma", "delta")]
     texts = [find_text(upstreams, tie_won_on_total(last)) for last in (True, False)]
     with (
         running_upstreams(*upstreams) as urls,
@@ -320,35 +355,91 @@ def test_a_tie_goes_to_the_higher_total_score(configured_app: Configure) -> None
         )
 
 
-def test_a_slow_upstream_is_cut_off_at_the_timeout(configured_app: Configure) -> None:
-    alpha, beta = make_upstream("alpha", delay=0.02), make_upstream("beta", delay=0.02)
-    stuck = make_upstream("stuck", delay=30)  # far longer than the 0.3 s timeout
+def test_a_hung_or_trickling_upstream_is_cut_off_at_the_deadline(
+    configured_app: Configure,
+) -> None:
+    # Both hold their answer back until the test opens their gates, which it does only
+    # after the response: "stuck" sends nothing, "trickler" sends a space every 50 ms, so
+    # each read is quick and only a deadline on the whole call can cut it off.
+    alpha, beta = make_upstream("alpha", delay=0.0), make_upstream("beta", delay=0.0)
+    stuck = make_upstream("stuck", delay=0.0, gated=True, gate_timeout=5)
+    trickler = make_upstream("trickler", delay=0.0, gated=True, gate_timeout=5, trickle=True)
     with (
-        running_upstreams(alpha, stuck, beta) as urls,
-        serve(configured_app(list(urls.values()), timeout=0.3)) as http,
+        running_upstreams(alpha, stuck, trickler, beta) as urls,
+        TestClient(configured_app(list(urls.values()), timeout=0.5)) as client,
     ):
         try:
-            # 4 s: well above 0.3 s, well below httpx's default timeout of 5 s.
-            response = http.post("/ensemble", json={"text": TEXT}, timeout=4.0)
-        except httpx.TimeoutException:
-            raise AssertionError(
-                "POST /ensemble did not answer within 4 s while one of its upstreams "
-                "hangs. Cut each upstream call off after ENSEMBLE_TIMEOUT seconds (0.3 "
-                "here): give the shared httpx.AsyncClient timeout=settings.timeout."
-            ) from None
+            response = client.post("/ensemble", json={"text": TEXT})
+        finally:
+            stuck.open_gate()
+            trickler.open_gate()
     body = expect_json(response)
     expected = [
         answer(alpha, urls["alpha"]),
         failure(urls["stuck"], "timeout"),
+        failure(urls["trickler"], "timeout"),
         answer(beta, urls["beta"]),
     ]
-    expect_equal(entries(body), expected, "the results when the middle upstream hangs")
+    what = {
+        "stuck": "sends nothing, for far longer than 0.5 s",
+        "trickler": "answers 200, then sends a space every 50 ms for far longer than 0.5 s: "
+        "no single read waits long, so only a deadline on the whole call (asyncio.timeout) "
+        "cuts it off (after 5 s the test ends it itself, mid-answer)",
+    }
+    got = entries(body)
+    for name, wanted, entry in zip(urls, expected, got, strict=False):
+        if name in what and entry != wanted:
+            raise AssertionError(
+                f"With ENSEMBLE_TIMEOUT=0.5, the upstream {name!r} {what[name]}. Its entry "
+                f"should be {shown(wanted)}; got {shown(entry)}."
+            )
+    expect_equal(got, expected, "the results with ENSEMBLE_TIMEOUT=0.5, two upstreams too slow")
+
+
+def test_the_wait_for_a_permit_counts_against_the_deadline(configured_module: Configure) -> None:
+    alpha = make_upstream("alpha", delay=0.0)
+    with running_upstreams(alpha) as urls:
+        module = configured_module([urls["alpha"]], timeout=0.1, max_in_flight=2)
+        released = threading.Event()
+        holders: list[asyncio.Task[None]] = []
+
+        # A route added for this test only: it takes every permit of the semaphore that
+        # get_limiter gives, and holds them until the test lets go (5 s at the most).
+        @module.app.post("/test-only/hold-every-permit")
+        async def hold(limiter: Annotated[Any, Depends(module.get_limiter)]) -> dict[str, bool]:
+            for _ in range(2):
+                await limiter.acquire()
+
+            async def let_go() -> None:
+                await asyncio.to_thread(released.wait, 5.0)
+                for _ in range(2):
+                    limiter.release()
+
+            holders.append(asyncio.create_task(let_go()))
+            return {"locked": limiter.locked()}
+
+        with TestClient(module.app) as client:
+            try:
+                state = expect_json(client.post("/test-only/hold-every-permit"))
+                response = client.post("/ensemble", json={"text": TEXT})
+            finally:
+                released.set()
+    expect_equal(state, {"locked": True}, "the semaphore of get_limiter once the test holds 2")
+    if response.status_code != 502:
+        raise AssertionError(
+            "With ENSEMBLE_TIMEOUT=0.1 and every permit of the semaphore held (by the test, "
+            f"for up to 5 s), {describe(response)} answered {response.status_code}: "
+            f"{shown(response.text)}. The one call had to wait for a permit until its deadline "
+            "passed, so nothing answered: expected 502. Start the deadline before the wait "
+            "for a permit, so the wait counts against it."
+        )
+    expect_equal(alpha.calls, 0, "the calls the upstream received while no permit was free")
 
 
 def test_a_failing_upstream_gets_an_error_entry(configured_app: Configure) -> None:
-    alpha = make_upstream("alpha", delay=0.02)
-    broken = make_upstream("broken", delay=0.02, fail=True)  # answers 503
-    crashing = make_upstream("crashing", delay=0.02, fail=True, status_code=500)
+    alpha = make_upstream("alpha", delay=0.0)
+    broken = make_upstream("broken", delay=0.0, fail=True)  # answers 503
+    crashing = make_upstream("crashing", delay=0.0, fail=True, status_code=500)
     with (
         running_upstreams(alpha, broken, crashing) as urls,
         TestClient(configured_app(list(urls.values()))) as client,
@@ -367,8 +458,34 @@ def test_a_failing_upstream_gets_an_error_entry(configured_app: Configure) -> No
     )
 
 
+def test_an_upstream_with_a_bad_answer_gets_an_error_entry(configured_app: Configure) -> None:
+    alpha = make_upstream("alpha", delay=0.0)
+    html = make_upstream("html", delay=0.0, body=b"<html>Busy</html>", media_type="text/html")
+    no_score = make_upstream("no-score", delay=0.0, body=b'{"model": "m", "label": "positive"}')
+    wordy = make_upstream(
+        "wordy", delay=0.0, body=b'{"model": "m", "label": "positive", "score": "high"}'
+    )
+    with (
+        running_upstreams(alpha, html, no_score, wordy) as urls,
+        TestClient(configured_app(list(urls.values())), raise_server_exceptions=False) as client,
+    ):
+        body = expect_json(client.post("/ensemble", json={"text": TEXT}))
+    expected = [
+        answer(alpha, urls["alpha"]),
+        failure(urls["html"], "invalid answer"),
+        failure(urls["no-score"], "invalid answer"),
+        failure(urls["wordy"], "invalid answer"),
+    ]
+    expect_equal(
+        entries(body),
+        expected,
+        "the results when three upstreams answer 200 with a body that is not a prediction "
+        '(an HTML page, JSON without "score", a "score" of "high")',
+    )
+
+
 def test_an_unreachable_upstream_gets_an_error_entry(configured_app: Configure) -> None:
-    alpha = make_upstream("alpha", delay=0.02)
+    alpha = make_upstream("alpha", delay=0.0)
     nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with (
         running_upstreams(alpha) as urls,
@@ -380,7 +497,7 @@ def test_an_unreachable_upstream_gets_an_error_entry(configured_app: Configure) 
 
 
 def test_when_every_upstream_fails_the_answer_is_502(configured_app: Configure) -> None:
-    upstreams = [make_upstream(name, delay=0.02) for name in ("alpha", "beta")]
+    upstreams = [make_upstream(name, delay=0.0) for name in ("alpha", "beta")]
     with (
         running_upstreams(*upstreams) as urls,
         TestClient(configured_app(list(urls.values()))) as client,
@@ -472,3 +589,70 @@ def test_a_bad_body_is_a_422(configured_app: Configure) -> None:
             client.post("/ensemble", json={"text": ""}), ["body", "text"], "string_too_short"
         )
     expect_equal(upstream.calls, 1, "the upstream calls (a rejected body never reaches them)")
+
+
+def test_a_text_over_the_length_limit_is_a_422(configured_app: Configure) -> None:
+    upstream = make_upstream("alpha", delay=0.0)
+    with running_upstreams(upstream) as urls, TestClient(configured_app([urls["alpha"]])) as client:
+        expect_json(client.post("/ensemble", json={"text": "x" * MAX_TEXT_LENGTH}))
+        expect_validation_error(
+            client.post("/ensemble", json={"text": "x" * (MAX_TEXT_LENGTH + 1)}),
+            ["body", "text"],
+            "string_too_long",
+        )
+    expect_equal(upstream.calls, 1, "the upstream calls (a rejected body never reaches them)")
+
+
+def padded(body: dict[str, Any], size: int) -> bytes:
+    """`body` as JSON, padded with spaces to exactly `size` bytes: still valid JSON."""
+    data = json.dumps(body).encode()
+    return data + b" " * (size - len(data))
+
+
+def test_a_body_over_the_size_limit_is_a_413(configured_app: Configure) -> None:
+    upstream = make_upstream("alpha", delay=0.0)
+
+    def chunked(data: bytes) -> Iterator[bytes]:
+        # A generator has no length: the body goes out chunked, without Content-Length.
+        for start in range(0, len(data), 16_384):
+            yield data[start : start + 16_384]
+
+    # The longest text in its longest JSON form: an emoji is two \uXXXX escapes, 12 bytes.
+    longest = json.dumps({"text": "\N{GRINNING FACE}" * MAX_TEXT_LENGTH}).encode()
+    over = padded({"text": TEXT}, MAX_BODY_SIZE + 1)
+    with running_upstreams(upstream) as urls, TestClient(configured_app([urls["alpha"]])) as client:
+        response = client.post("/ensemble", content=longest, headers=JSON_HEADERS)
+        if response.status_code == 413:
+            raise AssertionError(
+                f"POST /ensemble with the longest valid text ({MAX_TEXT_LENGTH:,} emoji, "
+                f"written as JSON escapes: {len(longest):,} bytes) answered 413. Any text of "
+                f"up to MAX_TEXT_LENGTH characters must fit: the limit is MAX_BODY_SIZE "
+                f"({MAX_BODY_SIZE:,} bytes)."
+            )
+        expect_json(response)
+        exactly = padded({"text": TEXT}, MAX_BODY_SIZE)
+        expect_json(client.post("/ensemble", content=exactly, headers=JSON_HEADERS))
+        expect_status(client.post("/ensemble", content=over, headers=JSON_HEADERS), 413)
+        expect_status(client.post("/ensemble", content=chunked(over), headers=JSON_HEADERS), 413)
+    expect_equal(upstream.calls, 2, "the upstream calls (a body over the limit never reaches them)")
+
+
+def test_openapi_lists_every_status_the_route_can_answer(configured_app: Configure) -> None:
+    upstream = make_upstream("alpha", delay=0.0)
+    with running_upstreams(upstream) as urls, TestClient(configured_app([urls["alpha"]])) as client:
+        expect_json(client.post("/ensemble", json={"text": TEXT}))
+        # Bytes that are not UTF-8 cannot be read as JSON text: FastAPI answers 400.
+        expect_status(
+            client.post("/ensemble", content=b'{"text": "\xff"}', headers=JSON_HEADERS), 400
+        )
+        schema = expect_json(client.get("/openapi.json"))
+    expect_equal(
+        upstream.calls, 1, "the upstream calls (a body that cannot be read never reaches them)"
+    )
+    responses = schema.get("paths", {}).get("/ensemble", {}).get("post", {}).get("responses", {})
+    missing = [status for status in ("200", "400", "413", "422", "502") if status not in responses]
+    if missing:
+        raise AssertionError(
+            f"/openapi.json: POST /ensemble documents the statuses {sorted(responses)}; it "
+            f"can also answer {missing}. Declare them with `responses=` on the route."
+        )

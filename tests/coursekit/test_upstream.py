@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -140,3 +141,31 @@ def test_servers_stop_when_the_block_ends() -> None:
         assert httpx.post(f"{url}/predict", json={"text": "a"}, timeout=5).status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"{url}/predict", json={"text": "a"}, timeout=5)
+
+
+def test_an_upstream_with_a_body_answers_200_with_those_bytes() -> None:
+    html = make_upstream("html", delay=0, body=b"<html>busy</html>", media_type="text/html")
+    with running_upstreams(html) as base_urls:
+        response = httpx.post(f"{base_urls['html']}/predict", json={"text": "a"}, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.content == b"<html>busy</html>"
+    assert html.calls == 1
+
+
+def test_a_trickling_upstream_sends_spaces_until_its_gate_opens() -> None:
+    trickler = make_upstream("trickler", delay=0, gated=True, gate_timeout=5, trickle=True)
+    with running_upstreams(trickler) as base_urls, httpx.Client(timeout=5) as client:
+        url = f"{base_urls['trickler']}/predict"
+        with client.stream("POST", url, json={"text": "a"}) as response:
+            assert response.status_code == 200
+            chunks = response.iter_bytes()
+            received = b""
+            while received.count(b" ") < 3:  # several reads, each well under 5 s
+                received += next(chunks)
+            assert trickler.in_flight == 1
+            trickler.open_gate()
+            received += b"".join(chunks)
+    assert received.strip() == trickler.answer_body("a")
+    assert json.loads(received) == trickler.prediction("a")
+    assert trickler.wait_for_idle(timeout=2)
