@@ -10,8 +10,12 @@ in a cache directory; later calls, in any process, load the saved file. The cach
 keyed by the installed library versions and the training recipe, so upgrading
 scikit-learn or changing the data retrains instead of loading a stale file.
 
-Loading is safe: skops refuses any type it does not trust by default, and the loader
-trusts only the few extra types in `TRUSTED_TYPES`, never whatever a file asks for.
+Loading checks the file twice, as defence in depth. First its bytes: the SHA-256 of the
+`.skops` file is recorded in its metadata when the model is built, and a file whose hash
+differs (corrupted, or replaced after the build) is refused before skops reads it. Then
+its types: skops refuses any type it does not trust by default, and the loader trusts
+only the few extra types in `TRUSTED_TYPES`, never whatever a file asks for. Neither
+check makes an untrusted file safe: skops narrows what a file can do, it is not a sandbox.
 
 Each `load_model` call is counted, so a test can check that a service loads its model
 once at start-up rather than once per request, and each returns a pipeline object of its
@@ -25,6 +29,7 @@ import copy
 import hashlib
 import json
 import os
+import tempfile
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -50,8 +55,17 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
 )
 
 
+# Bumped when what a build writes changes (2: the metadata records the file's SHA-256), so
+# a cache written by an older coursekit is rebuilt rather than refused.
+ARTIFACT_FORMAT = 2
+
+
 class UntrustedArtifactError(ValueError):
     """A model file holds types outside skops's defaults and `TRUSTED_TYPES`."""
+
+
+class ArtifactIntegrityError(ValueError):
+    """A model file's SHA-256 is not the one recorded when it was built, or none is recorded."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,7 @@ def _recipe_fingerprint() -> str:
     # The data and the training code decide what a model is; hash them with the
     # library versions so any change to one of them lands in a fresh cache directory.
     digest = hashlib.sha256()
+    digest.update(f"artifact-format-{ARTIFACT_FORMAT}".encode())
     digest.update(json.dumps(library_versions(), sort_keys=True).encode())
     package = files("coursekit")
     for recipe_file in (("data", "tickets.csv"), ("datasets.py",), ("training.py",)):
@@ -181,10 +196,32 @@ def cache_directory() -> Path:
     return Path(root) / f"sklearn-{sklearn_version}-{_recipe_fingerprint()}"
 
 
+def save_artifact(pipeline: Pipeline, metadata: ModelMetadata, directory: str | Path) -> Path:
+    """Save `pipeline` as `<name>.skops`, with `metadata` and the file's SHA-256 in `<name>.json`.
+
+    The files are written in a staging folder first, then moved in, metadata first, so
+    whoever sees the `.skops` file also sees the hash it must match. Returns its path.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = metadata["name"]
+    with tempfile.TemporaryDirectory(dir=directory, prefix=f".{name}-") as staging:
+        staged = save_model(pipeline, metadata, staging)
+        recorded = {**metadata, "sha256": hashlib.sha256(staged.read_bytes()).hexdigest()}
+        staged.with_suffix(".json").write_text(
+            json.dumps(recorded, indent=2) + "\n", encoding="utf-8"
+        )
+        # os.replace is atomic within one file system, and the staging folder is inside
+        # `directory`: a reader sees the old file or the new one, never half of one.
+        os.replace(staged.with_suffix(".json"), directory / f"{name}.json")
+        os.replace(staged, directory / f"{name}.skops")
+    return directory / f"{name}.skops"
+
+
 def build_model(name: str, directory: str | Path | None = None, seed: int = 0) -> Path:
     """Train model `name` and save it into `directory` (default: the cache); return its path."""
     pipeline, metadata = TRAINERS[name](seed)
-    return save_model(pipeline, metadata, directory or cache_directory())
+    return save_artifact(pipeline, metadata, directory or cache_directory())
 
 
 def _cached_artifact(name: str) -> Path:
@@ -204,15 +241,23 @@ def _cached_artifact(name: str) -> Path:
         return build_model(name, path.parent)
 
 
-def load_artifact(path: str | Path) -> Pipeline:
-    """Load a `.skops` file, refusing it if it holds a type that is not trusted.
+def load_artifact(path: str | Path, sha256: str | None = None) -> Pipeline:
+    """Load a `.skops` file, refusing it if its bytes or its types are not the expected ones.
 
-    Raises `UntrustedArtifactError` naming the offending types. A file whose bytes this
-    process has already parsed is not parsed again: the call returns a deep copy of that
-    pipeline, so no two callers share (or can change) one object.
+    With `sha256`, a file whose SHA-256 differs raises `ArtifactIntegrityError` before
+    skops reads a byte of it. A type that is not trusted raises `UntrustedArtifactError`
+    naming it. A file whose bytes this process has already parsed is not parsed again: the
+    call returns a deep copy of that pipeline, so no two callers share (or can change) one
+    object.
     """
     data = Path(path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise ArtifactIntegrityError(
+            f"Refusing to load {path}: its SHA-256 is {digest}, but its metadata recorded "
+            f"{sha256} when it was built. The file has changed since (corrupted, or "
+            "replaced): rebuild it with `python -m coursekit.train`, never load it as it is."
+        )
     with _parsed_lock:
         parsed = _parsed.get(digest)
     if parsed is None:
@@ -244,7 +289,9 @@ def load_model(name: str, directory: str | Path | None = None) -> LoadedModel:
 
     Without `directory`, the model comes from the cache and is built there on first
     use. With `directory`, `<directory>/<name>.skops` and `<name>.json` are loaded as
-    they are (`FileNotFoundError` if missing). Every call counts as one load.
+    they are (`FileNotFoundError` if missing). Either way the `.skops` file must match
+    the SHA-256 its metadata records (`ArtifactIntegrityError` otherwise, and when none
+    is recorded: save with `save_artifact`). Every call counts as one load.
     """
     if directory is None:
         if name not in TRAINERS:
@@ -252,8 +299,15 @@ def load_model(name: str, directory: str | Path | None = None) -> LoadedModel:
         path = _cached_artifact(name)
     else:
         path = Path(directory) / f"{name}.skops"
-    pipeline = _recording(name, load_artifact(path))
     metadata: ModelMetadata = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    recorded = metadata.get("sha256")
+    if not isinstance(recorded, str):
+        raise ArtifactIntegrityError(
+            f"Refusing to load {path}: {path.with_suffix('.json').name} records no SHA-256 "
+            "of it, so nothing shows the file is the one that was built. Save models with "
+            "coursekit.models.save_artifact (or rebuild: `python -m coursekit.train`)."
+        )
+    pipeline = _recording(name, load_artifact(path, sha256=recorded))
     with _load_counts_lock:
         _load_counts[name] += 1
     return LoadedModel(name=name, pipeline=pipeline, metadata=metadata, path=path)

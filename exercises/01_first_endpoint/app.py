@@ -5,8 +5,9 @@ Grade your work with `pytest exercises/01_first_endpoint`.
 """
 
 from collections import Counter
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from pydantic import BaseModel
 
 from coursekit.docs import add_offline_docs
@@ -18,35 +19,37 @@ add_offline_docs(app)
 
 
 class AnalyzeRequest(BaseModel):
-    # TODO: declare one required field, `text`, a string.
+    # TODO: the body README.md describes: one required field, `text`, a string, which
+    # may be empty but never missing or null ("A request body" in the lesson).
     pass
 
 
 class WordCount(BaseModel):
-    # TODO: declare two fields: `word` (a string) and `count` (an integer).
+    # TODO: one item of `top_words`: a word (a string) and how often it occurs (an
+    # integer), named as in README.md ("Response models" in the lesson).
     pass
 
 
 class AnalyzeResponse(BaseModel):
-    # TODO: declare four fields: `characters` and `words` and `unique_words`
-    # (integers), and `top_words` (a list of WordCount).
+    # TODO: the four fields of README.md's table, each with its type, and no other
+    # ("Response models" in the lesson).
     pass
 
 
 @app.get("/health")
 def health() -> dict[str, str]:
-    # TODO: return {"status": "ok"}.
+    # TODO: answer the body README.md gives for GET /health ("Path operations").
     raise NotImplementedError
 
 
 @app.post("/analyze")
-def analyze(request: AnalyzeRequest, top: int = 3) -> AnalyzeResponse:
-    # TODO: split request.text on whitespace (str.split() with no argument) and count:
-    # - characters: every character of the text, spaces included;
-    # - words: how many pieces the split gives;
-    # - unique_words: how many different words, ignoring case ("Cat" == "cat");
-    # - top_words: the `top` most frequent words, lower-cased, most frequent first,
-    #   ties in alphabetical order. collections.Counter counts; sorted() with a key ranks.
-    # Return an AnalyzeResponse. Do not catch validation errors yourself: FastAPI answers
-    # 422 for a bad body or a bad `top` before this function runs.
+def analyze(document: AnalyzeRequest, top: Annotated[int, Query()] = 3) -> AnalyzeResponse:
+    # TODO: refuse a `top` below 1 with FastAPI's 422, declared on the parameter, not
+    # checked in the body ("Path and query parameters" in the lesson).
+    # TODO: count the words of document.text, as README.md's table says: the characters,
+    # the words (the pieces of str.split() with no argument), the different words
+    # ignoring case, and the `top` most frequent ones, lower-cased, most frequent first,
+    # ties in alphabetical order ("A request body" and "Response models" in the lesson).
+    # Return an AnalyzeResponse. Catch no validation errors: FastAPI answers 422 for a
+    # bad body or a bad `top` before this function runs.
     raise NotImplementedError

@@ -120,8 +120,17 @@ def test_top_query_parameter_limits_the_list(client):
         ]
     ]
     expect_equal(body["top_words"], everything, "top_words with ?top=10 (only 6 different words)")
-    body = expect_json(client.post("/analyze?top=0", json={"text": SENTENCE}))
-    expect_equal(body["top_words"], [], "top_words with ?top=0")
+
+
+def test_top_must_be_at_least_1(client):
+    # 1 is the smallest valid `top`; below it is a 422, never a shorter list: Python's
+    # [:-1] would silently drop the last word of the ranking, [:0] would answer none.
+    body = expect_json(client.post("/analyze?top=1", json={"text": SENTENCE}))
+    expect_equal(len(body.get("top_words", [])), 1, "the length of top_words with ?top=1")
+    for top in ("0", "-1", "-5"):
+        expect_validation_error(
+            client.post(f"/analyze?top={top}", json={"text": SENTENCE}), loc=["query", "top"]
+        )
 
 
 def test_empty_and_blank_text_are_valid(client):
@@ -210,4 +219,14 @@ def test_openapi_documents_the_request_and_response(client):
         sorted(response_schema.get("properties", {})),
         ["characters", "top_words", "unique_words", "words"],
         "in /openapi.json, the fields of the POST /analyze 200 response",
+    )
+    top = next(
+        (p for p in operation.get("parameters", []) if p.get("name") == "top"), {"schema": {}}
+    )
+    schema_of_top = top.get("schema", {})
+    # `ge=1` is documented as "minimum": 1, `gt=0` as "exclusiveMinimum": 0: both say it.
+    expect_equal(
+        schema_of_top.get("minimum") == 1 or schema_of_top.get("exclusiveMinimum") == 0,
+        True,
+        f"in /openapi.json, is the minimum of the query parameter `top` 1 (got {schema_of_top})",
     )

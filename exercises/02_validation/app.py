@@ -32,7 +32,20 @@ from schemas import (
 from coursekit.datasets import WINE_CLASSES
 from coursekit.docs import add_offline_docs
 
-app = FastAPI(title="Ticket and wine predictions", version="0.2.0", docs_url=None, redoc_url=None)
+# The schemas bound every field, but FastAPI reads and parses the whole body before any of
+# them runs: without this limit a client could make us buffer and parse 50 MB to refuse it.
+# 64 KiB holds a full batch of 100 wines (about 40 KB) or a ticket of 2000 characters, even
+# with every character JSON-escaped (6 bytes each).
+MAX_BODY_SIZE = 65_536  # bytes
+
+app = FastAPI(
+    title="Ticket and wine predictions",
+    version="0.2.0",
+    docs_url=None,
+    redoc_url=None,
+    # Past this many bytes, reading stops and the client gets a 413 (Content Too Large).
+    max_body_size=MAX_BODY_SIZE,
+)
 add_offline_docs(app)
 
 TICKET_KEYWORDS = {

@@ -16,55 +16,55 @@ MAX_BATCH_SIZE = 100  # wines per batch request
 class TicketRequest(BaseModel):
     """A customer-support message to route to the right team."""
 
-    # TODO: declare two fields:
-    # - `text`: a string, stripped of surrounding whitespace, then 1 to MAX_TEXT_LENGTH
-    #   characters long. Use Annotated with StringConstraints (or Field plus the model
-    #   config `str_strip_whitespace`); give it an example with Field(examples=[...]).
-    # - `language`: only "en" is allowed (a Literal), and it defaults to "en".
+    # TODO: the two fields of README.md's table ("Field constraints", "Literal and enums"):
+    # - `text`: required; surrounding whitespace stripped before its length (1 to
+    #   MAX_TEXT_LENGTH) is checked, and an example in the schema ("Schema examples");
+    # - `language`: "en" and nothing else, and "en" when the client leaves it out.
     pass
 
 
 class TicketPrediction(BaseModel):
     """The team a ticket goes to, and how sure the model is."""
 
-    # TODO: declare exactly two fields, and nothing else:
-    # - `label`: one of "account", "billing", "shipping", "technical" (a Literal);
-    # - `confidence`: a float from 0 to 1, both included (Field(ge=..., le=...)).
+    # TODO: exactly the two fields of README.md, and no other ("Response models and
+    # filtering"): `label`, one of the four teams, documented as their list ("Literal and
+    # enums"); `confidence`, a number from 0 to 1, both included ("Field constraints").
     pass
 
 
 class WineFeatures(BaseModel):
     """The 13 chemical measurements of one wine."""
 
-    # TODO: declare the 13 required float fields of README.md's table, in its order and
-    # with its names, each with its bounds: Annotated[float, Field(ge=0, le=...)].
-    # Refuse NaN and infinity in every field (ConfigDict(allow_inf_nan=False) says it once),
-    # and show one whole valid wine as the model's example (json_schema_extra).
+    # TODO: the 13 required numbers of README.md's table, named as there, each within its
+    # bounds, both included ("Field constraints"); NaN and infinity refused in every one
+    # as `finite_number` ("NaN and infinity"); one whole, valid wine as the model's
+    # example in the schema ("Schema examples in /openapi.json").
 
     @model_validator(mode="after")
     def nonflavanoids_are_part_of_total_phenols(self) -> Self:
-        # TODO: raise ValueError (with a message that says why) when nonflavanoid_phenols
-        # is greater than total_phenols; equal is fine. Otherwise return self.
+        # TODO: refuse a wine whose nonflavanoid phenols exceed its total phenols (equal is
+        # fine), with a message that says why; accept every other wine ("Field and model
+        # validators").
         raise NotImplementedError
 
 
 class WinePrediction(BaseModel):
     """The cultivar a wine comes from, and how sure the model is."""
 
-    # TODO: like TicketPrediction, with `label` one of "class_0", "class_1", "class_2".
+    # TODO: like TicketPrediction, with `label` one of the three classes of README.md.
     pass
 
 
 class WineBatch(BaseModel):
     """Several wines to classify in one request."""
 
-    # TODO: declare `instances`: a list of WineFeatures holding 1 to MAX_BATCH_SIZE wines
-    # (Field(min_length=..., max_length=...) on the list).
+    # TODO: `instances`, the wines to classify: 1 to MAX_BATCH_SIZE of them, each checked
+    # as a WineFeatures, so an error names its place ("Nested models and lists").
     pass
 
 
 class WineBatchPrediction(BaseModel):
     """One prediction per wine, in the order of the request's instances."""
 
-    # TODO: declare `predictions`: a list of WinePrediction.
+    # TODO: `predictions`, one WinePrediction per wine, in order (README.md).
     pass

@@ -6,6 +6,7 @@ the fixtures come from the grader: `client` is a `TestClient` on the `app` in ap
 """
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from autograder.expect import (
@@ -19,6 +20,7 @@ TICKET_LABELS = ["account", "billing", "shipping", "technical"]
 WINE_CLASSES = ["class_0", "class_1", "class_2"]
 MAX_TEXT_LENGTH = 2000
 MAX_BATCH_SIZE = 100
+MAX_BODY_SIZE = 65_536  # bytes: app.py's limit on a request body
 
 # The contract's upper bound of every feature; every lower bound is 0.
 FEATURE_BOUNDS = {
@@ -92,10 +94,25 @@ TEAM_TICKETS = {
 }
 
 
+JSON_HEADERS = {"content-type": "application/json"}
+
+
 def post_raw_json(client: Any, url: str, body: dict[str, Any]) -> Any:
     """POST `body` as JSON text, non-finite floats included: Python writes NaN as `NaN`."""
     text = json.dumps(body)  # allow_nan=True by default: the tokens NaN, Infinity, -Infinity
     return client.post(url, content=text.encode(), headers={"content-type": "application/json"})
+
+
+def padded(body: dict[str, Any], size: int) -> bytes:
+    """`body` as JSON, padded with spaces to exactly `size` bytes: still valid JSON."""
+    data = json.dumps(body).encode()
+    return data + b" " * (size - len(data))
+
+
+def chunked(data: bytes, chunk: int = 16_384) -> Iterator[bytes]:
+    """`data` in pieces: a generator has no length, so the body goes out without Content-Length."""
+    for start in range(0, len(data), chunk):
+        yield data[start : start + chunk]
 
 
 def expect_prediction(prediction: Any, labels: list[str], what: str) -> None:
@@ -316,6 +333,32 @@ def test_nonflavanoid_phenols_cannot_exceed_total_phenols(client):
         loc=["body", "instances", 1],
         error_type="value_error",
     )
+
+
+# -- the size of the body (app.py's limit, with your schemas) --------------------------------
+
+
+def test_a_body_over_the_size_limit_is_a_413(client):
+    # A body of exactly MAX_BODY_SIZE bytes is read, validated by your schemas and answered.
+    at_limit = padded(TICKET, MAX_BODY_SIZE)
+    body = expect_json(client.post("/tickets/predict", content=at_limit, headers=JSON_HEADERS))
+    expect_prediction(
+        body, TICKET_LABELS, f"POST /tickets/predict with a {MAX_BODY_SIZE}-byte body"
+    )
+    # One byte more is refused before it is parsed: with Content-Length, and streamed.
+    for how, content in (
+        ("declared", padded(TICKET, MAX_BODY_SIZE + 1)),
+        ("streamed", chunked(padded({"instances": [WINE]}, MAX_BODY_SIZE + 1))),
+    ):
+        url = "/tickets/predict" if how == "declared" else "/wine/predict/batch"
+        response = client.post(url, content=content, headers=JSON_HEADERS)
+        what = f"POST {url} with a {how} body of {MAX_BODY_SIZE + 1} bytes"
+        expect_equal(response.status_code, 413, f"the status of {what}")
+        expect_equal(
+            "content too large" in response.text.lower(),
+            True,
+            f"does the answer to {what} say why ({response.text[:100]!r})",
+        )
 
 
 # -- the documentation -----------------------------------------------------------------

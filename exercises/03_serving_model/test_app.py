@@ -9,6 +9,8 @@ The tests load the course's models themselves (`REFERENCE`, below) and compare y
 answers with what the models say: any correct implementation passes.
 """
 
+import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +48,8 @@ TICKETS = [
 # Real wines of the data set, of all three classes, some of them hard to classify.
 WINE_ROWS = [0, 68, 38, 134, 83, 130]
 MAX_BATCH = 100  # instances per batch request, MAX_BATCH_SIZE in the statement
+MAX_BODY_SIZE = 1_048_576  # bytes: app.py's limit on a request body
+JSON_HEADERS = {"content-type": "application/json"}
 # The statement says "do not round": a confidence is compared exactly with the float the
 # model gives for the same call. Only a batch compared with single requests allows this
 # much: the wine model's float noise between one call of many rows and one of a single row
@@ -325,3 +329,48 @@ def test_bad_requests_are_still_a_422(client):
         )
     wine = {**wines()[0], "alcohol": 99.0}
     expect_validation_error(client.post("/wine/predict", json=wine), loc=["body", "alcohol"])
+
+
+def padded(body: dict[str, Any], size: int) -> bytes:
+    """`body` as JSON, padded with spaces to exactly `size` bytes: still valid JSON."""
+    data = json.dumps(body).encode()
+    return data + b" " * (size - len(data))
+
+
+def chunked(data: bytes, chunk: int = 65_536) -> Iterator[bytes]:
+    """`data` in pieces: a generator has no length, so it goes out without Content-Length."""
+    for start in range(0, len(data), chunk):
+        yield data[start : start + chunk]
+
+
+def test_a_body_over_the_size_limit_is_a_413(client):
+    # The largest batch of long tickets the schemas allow fits under the limit...
+    longest = {"instances": [{"text": "a" * 2000}] * MAX_BATCH}
+    body = expect_json(client.post("/tickets/predict/batch", json=longest))
+    expect_equal(len(body.get("predictions", [])), MAX_BATCH, "predictions for 100 long tickets")
+    # ...and so does any valid body of exactly MAX_BODY_SIZE bytes.
+    ticket = {"text": TICKETS[0]}
+    at_limit = padded(ticket, MAX_BODY_SIZE)
+    body = expect_json(client.post("/tickets/predict", content=at_limit, headers=JSON_HEADERS))
+    expect_equal(
+        body.get("label"),
+        expected_singles("tickets", [TICKETS[0]])[0][0],
+        f"the label of POST /tickets/predict with a {MAX_BODY_SIZE}-byte body",
+    )
+    # One byte more is refused before it is parsed, declared or streamed: a 413, not a 500.
+    for how, url, content in (
+        ("declared", "/tickets/predict", padded(ticket, MAX_BODY_SIZE + 1)),
+        (
+            "streamed",
+            "/wine/predict/batch",
+            chunked(padded({"instances": wines()}, MAX_BODY_SIZE + 1)),
+        ),
+    ):
+        response = client.post(url, content=content, headers=JSON_HEADERS)
+        what = f"POST {url} with a {how} body of {MAX_BODY_SIZE + 1} bytes"
+        expect_equal(response.status_code, 413, f"the status of {what}")
+        expect_equal(
+            "content too large" in response.text.lower(),
+            True,
+            f"does the answer to {what} say why ({response.text[:100]!r})",
+        )

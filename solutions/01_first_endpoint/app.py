@@ -1,8 +1,9 @@
 """Step 01, solved: a small text-analysis API with FastAPI and Pydantic."""
 
 from collections import Counter
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from pydantic import BaseModel
 
 from coursekit.docs import add_offline_docs
@@ -34,14 +35,16 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+# At least 1: a negative `top` would slice words off the end of the ranking ([:-1]) and
+# answer a plausible, wrong list instead of a 422.
 @app.post("/analyze")
-def analyze(request: AnalyzeRequest, top: int = 3) -> AnalyzeResponse:
-    words = [word.lower() for word in request.text.split()]
+def analyze(document: AnalyzeRequest, top: Annotated[int, Query(ge=1)] = 3) -> AnalyzeResponse:
+    words = [word.lower() for word in document.text.split()]
     counts = Counter(words)
     # Most frequent first; ties in alphabetical order, so the answer is deterministic.
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return AnalyzeResponse(
-        characters=len(request.text),
+        characters=len(document.text),
         words=len(words),
         unique_words=len(counts),
         top_words=[WordCount(word=word, count=count) for word, count in ranked[:top]],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -18,13 +20,14 @@ from coursekit import models, training
 from coursekit.datasets import TICKET_LABELS, WINE_FEATURES, load_tickets, load_wine
 from coursekit.embeddings import EMBEDDING_DIMENSION, embed
 from coursekit.models import (
+    ArtifactIntegrityError,
     UntrustedArtifactError,
     available_models,
     load_count,
     load_model,
     reset_load_counts,
 )
-from coursekit.training import save_model, train_text_model, train_wine_model
+from coursekit.training import train_text_model, train_wine_model
 
 SAMPLE_TICKETS = [
     "I was charged twice for my subscription",
@@ -161,13 +164,47 @@ def test_a_model_with_an_untrusted_function_is_refused(tmp_path: Path) -> None:
     )
     sneaky.fit(wine.features, wine.labels)
     pipeline, metadata = train_wine_model()
-    save_model(pipeline, metadata, tmp_path / "clean")
-    save_model(sneaky, metadata, tmp_path / "sneaky")
+    models.save_artifact(pipeline, metadata, tmp_path / "clean")
+    models.save_artifact(sneaky, metadata, tmp_path / "sneaky")
 
     # The same loader accepts a clean model from a directory, so the refusal is specific.
     assert load_model("wine", directory=tmp_path / "clean").classes == metadata["classes"]
     with pytest.raises(UntrustedArtifactError, match=r"test_models\.double"):
         load_model("wine", directory=tmp_path / "sneaky")
+
+
+def test_a_built_model_records_the_sha256_of_its_file(tmp_path: Path) -> None:
+    path = models.build_model("wine", tmp_path)
+    metadata = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    assert metadata["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_model("wine", directory=tmp_path).metadata["sha256"] == metadata["sha256"]
+    # The staging folder of the build is gone: only the two files remain.
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["wine.json", "wine.skops"]
+
+
+def test_a_file_that_changed_after_its_build_is_refused(tmp_path: Path) -> None:
+    path = models.build_model("wine", tmp_path)
+    other = models.build_model("tickets", tmp_path / "other")
+    good = path.read_bytes()
+    # Replaced by another valid model file, then damaged by one byte: both are refused
+    # before skops parses them, even when this process has parsed those bytes before.
+    load_model("tickets", directory=tmp_path / "other")
+    for changed in (other.read_bytes(), good[:-1] + bytes([good[-1] ^ 1])):
+        path.write_bytes(changed)
+        with pytest.raises(ArtifactIntegrityError, match=r"wine\.skops.*SHA-256"):
+            load_model("wine", directory=tmp_path)
+    path.write_bytes(good)
+    assert load_model("wine", directory=tmp_path).classes == ["class_0", "class_1", "class_2"]
+
+
+def test_a_model_without_a_recorded_sha256_is_refused(tmp_path: Path) -> None:
+    path = models.build_model("wine", tmp_path)
+    metadata_path = path.with_suffix(".json")
+    metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+    del metadata["sha256"]
+    metadata_path.write_text(json.dumps(metadata), encoding="utf-8")
+    with pytest.raises(ArtifactIntegrityError, match="records no SHA-256"):
+        load_model("wine", directory=tmp_path)
 
 
 def test_embeddings_have_the_right_shape_and_unit_length() -> None:
