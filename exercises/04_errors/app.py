@@ -31,5 +31,6 @@ app = FastAPI(
 add_offline_docs(app)
 # TODO: register each handler of errors.py for the exception it answers, so that the
 # 404, 405 and 413 Starlette raises itself get the error body too. Lesson: "HTTPException
-# and Starlette's errors".
+# and Starlette's errors" (which class), then "Reshaping validation errors" (the app
+# that registers both).
 app.include_router(router)
