@@ -54,9 +54,9 @@ def get_model_info(model: ModelDep) -> ModelInfo:
     dependencies=[Depends(require_api_key)],
     responses={**KEY_ERROR_RESPONSES, 413: ERROR_RESPONSES[413]},
 )
-def embed_texts(body: EmbedRequest, embedder: EmbedderDep) -> EmbedResponse:
+def embed_texts(to_embed: EmbedRequest, embedder: EmbedderDep) -> EmbedResponse:
     return EmbedResponse(
-        dimension=EMBEDDING_DIMENSION, embeddings=embed(body.texts, model=embedder)
+        dimension=EMBEDDING_DIMENSION, embeddings=embed(to_embed.texts, model=embedder)
     )
 
 
