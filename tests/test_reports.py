@@ -25,15 +25,17 @@ from tests.helpers import ROOT, STEPS, GradingRun, require_shipped_stubs
 CATALOG = load_catalog()
 
 
-def grade_copy(tmp_path: Path, step_id: str, edit, *options: str, kind: str = "solutions"):  # type: ignore[no-untyped-def]
-    """Grade a copy of a step's solution (or stub) with `edit` applied; its report."""
+def grade_copy(
+    tmp_path: Path, step_id: str, edit, *options: str, kind: str = "solutions", file: str = "app.py"
+):  # type: ignore[no-untyped-def]
+    """Grade a copy of a step's solution (or stub) with `edit` applied to `file`; its report."""
     step = CATALOG.step(step_id)
     if kind == "exercises":
         require_shipped_stubs(step)
     root = tmp_path / "submission"
     folder = root / step.slug
     shutil.copytree(ROOT / kind / step.slug, folder)
-    module = folder / ("schemas.py" if step.id == "02" and kind == "exercises" else "app.py")
+    module = folder / ("schemas.py" if step.id == "02" and kind == "exercises" else file)
     module.write_text(edit(module.read_text(encoding="utf-8")), encoding="utf-8")
     completed = subprocess.run(
         [
@@ -111,13 +113,15 @@ def test_a_500_names_the_line_that_raised(tmp_path: Path) -> None:
         tmp_path,
         "04",
         lambda text: text.replace(
-            "    [(label, confidence)] = predict_many(get_model(request, "
-            '"tickets"), [ticket.text])',
+            '    models = getattr(request.app.state, "models", {})',
             '    raise KeyError("oops")',
             1,
         ),
+        file="registry.py",
     )
-    assert re.search(r"Your code raised KeyError: 'oops' at \S*app\.py, line \d+", output), output
+    assert re.search(r"Your code raised KeyError: 'oops' at \S*registry\.py, line \d+", output), (
+        output
+    )
 
 
 def test_a_message_names_the_environment_the_test_set(tmp_path: Path) -> None:

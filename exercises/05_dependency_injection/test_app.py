@@ -2,17 +2,19 @@
 
 Run them with `pytest exercises/05_dependency_injection`. Points and hints live in
 course.toml; the fixtures come from the grader: `exercise("app")` imports your app.py
-afresh for each test. Most tests swap your `get_settings` for test settings (known API
-keys, a database file of their own) with `app.dependency_overrides`, exactly as the
-lesson does: so `get_settings` must be the function your routes depend on.
+afresh for each test, and with it your deps.py, routes.py and prediction_log.py. Most
+tests swap your `get_settings` (deps.py) for test settings (known API keys, a database
+file of their own) with `app.dependency_overrides`, exactly as the lesson does: so
+`get_settings` must be the function your routes depend on.
 
 Errors come in step 04's error body, {"error": {"code": ..., "message": ..., "details": [...]}}:
-its handlers are given in app.py, so an HTTPException you raise is answered in it.
+its handlers are given (errors.py), so an HTTPException you raise is answered in it.
 """
 
 import asyncio
 import json
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +26,7 @@ from fastapi import Depends, HTTPException
 from fastapi.testclient import TestClient
 
 from autograder.expect import describe, expect_equal, expect_json, expect_status, shown
+from coursekit.datasets import WINE_FEATURES
 from coursekit.embeddings import EMBEDDING_DIMENSION, embed
 from coursekit.models import LoadedModel, load_count, load_model, reset_load_counts
 
@@ -51,15 +54,26 @@ WINE = {
 }
 
 
+def deps_of(app_module: ModuleType) -> ModuleType:
+    """The deps.py that `app_module`, a fresh import of your app.py, uses (through routes.py)."""
+    deps = sys.modules.get("deps")
+    if deps is None:
+        raise AssertionError(
+            f"{app_module.__name__}.py was imported, but deps.py was not: keep your "
+            "dependencies in deps.py, and import them from there in routes.py."
+        )
+    return deps
+
+
 class Service:
     """Your app, freshly imported, with test settings in place of get_settings."""
 
     def __init__(self, module: ModuleType, database: Path, keys: list[str]) -> None:
-        self.module = module
         self.app = module.app
+        self.deps = deps_of(module)
         self.database = database
-        settings = module.Settings(api_keys=keys, database_path=database)
-        self.app.dependency_overrides[module.get_settings] = lambda: settings
+        settings = self.deps.Settings(api_keys=keys, database_path=database)
+        self.app.dependency_overrides[self.deps.get_settings] = lambda: settings
 
     def log_rows(self) -> list[dict[str, Any]]:
         """The prediction log as the database file holds it (committed rows only)."""
@@ -142,6 +156,11 @@ def expected_ticket(text: str) -> tuple[str, float]:
     return REFERENCE["tickets"].classes[int(row.argmax())], float(row.max())
 
 
+def expected_wine(wine: dict[str, float]) -> tuple[str, float]:
+    row = REFERENCE["wine"].pipeline.predict_proba([[wine[name] for name in WINE_FEATURES]])[0]
+    return REFERENCE["wine"].classes[int(row.argmax())], float(row.max())
+
+
 def on_an_event_loop() -> bool:
     """Whether the calling thread is running an event loop (an `async def` route's)."""
     try:
@@ -221,9 +240,10 @@ def test_settings_are_read_when_first_needed_not_at_import(exercise, monkeypatch
                 "import. Build Settings() inside get_settings, never at the top of app.py."
             )
         expect_json(response)
-    first = module.get_settings()
+    get_settings = deps_of(module).get_settings
+    first = get_settings()
     monkeypatch.setenv("PREDICTOR_API_KEYS", json.dumps([OTHER_KEY]))
-    if module.get_settings() is not first:
+    if get_settings() is not first:
         raise AssertionError(
             "Two calls of get_settings() returned two different Settings: it must build "
             "them on its first call and return that same object afterwards (@lru_cache)."
@@ -273,7 +293,7 @@ def test_an_overridden_model_is_the_one_used(service, client):
     tickets, _ = fake_model("tickets", "account", 0.55)
     wine, _ = fake_model("wine", "class_2", 0.61)
     overrides = service.app.dependency_overrides
-    overrides[service.module.get_registry] = registry_of({"tickets": tickets, "wine": wine})
+    overrides[service.deps.get_registry] = registry_of({"tickets": tickets, "wine": wine})
     body = expect_json(client.post("/tickets/predict", json={"text": "I was charged twice"}))
     expect_fields_of(body, {"label": "account", "confidence": 0.55}, "the fake ticket model")
     body = expect_json(client.post("/wine/predict", json=WINE))
@@ -298,7 +318,7 @@ def test_a_model_the_registry_lacks_is_a_503(service, client):
     }
     for missing, kept in (("tickets", "wine"), ("wine", "tickets")):
         registry = {kept: REFERENCE[kept]}
-        service.app.dependency_overrides[service.module.get_registry] = registry_of(registry)
+        service.app.dependency_overrides[service.deps.get_registry] = registry_of(registry)
         path, body = requests[missing]
         expect_error(client.post(path, json=body), 503, "model_not_loaded")
         path, body = requests[kept]
@@ -309,7 +329,7 @@ def test_the_models_run_off_the_event_loop(service, client):
     tickets, ticket_pipeline = fake_model("tickets", "account", 0.55)
     wine, wine_pipeline = fake_model("wine", "class_2", 0.61)
     overrides = service.app.dependency_overrides
-    overrides[service.module.get_registry] = registry_of({"tickets": tickets, "wine": wine})
+    overrides[service.deps.get_registry] = registry_of({"tickets": tickets, "wine": wine})
     expect_json(client.post("/tickets/predict", json={"text": TEXTS[0]}))
     expect_json(client.post("/wine/predict", json=WINE))
     for path, pipeline in (("/tickets/predict", ticket_pipeline), ("/wine/predict", wine_pipeline)):
@@ -350,6 +370,12 @@ def test_embed_with_the_right_key_returns_the_embeddings(client):
     for texts in ([], [f"text {n}" for n in range(65)]):
         response = client.post("/embed", json={"texts": texts}, headers=bearer(KEY))
         expect_invalid(response, ["body", "texts"])
+    response = client.post("/embed", json={"texts": ["ok", "x" * 2001]}, headers=bearer(KEY))
+    expect_invalid(response, ["body", "texts", 1])
+    # Step 04's body limit, 1 MiB, still holds: Starlette answers 413 (in plain text).
+    oversized = json.dumps({"texts": ["hello"]}).encode() + b" " * 1_048_576
+    headers = {**bearer(KEY), "content-type": "application/json"}
+    expect_status(client.post("/embed", content=oversized, headers=headers), 413)
     response = client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY))
     body = expect_json(response)
     expect_equal(body.get("dimension"), EMBEDDING_DIMENSION, "the `dimension` of POST /embed")
@@ -375,7 +401,7 @@ def test_embed_uses_the_embedder_it_is_given(service, client):
     fake = LoadedModel(
         name="embedder", pipeline=FakeEmbedder(), metadata=EMBEDDER.metadata, path=Path("fake")
     )  # type: ignore[arg-type]
-    service.app.dependency_overrides[service.module.get_embedder] = lambda: fake
+    service.app.dependency_overrides[service.deps.get_embedder] = lambda: fake
     body = expect_json(client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY)))
     expect_equal(
         body.get("embeddings"),
@@ -419,6 +445,9 @@ def test_each_prediction_is_logged_in_the_database(service, client):
         expect_equal(row["model"], "tickets", f'the `model` logged for "{text}"')
         expect_equal(json.loads(row["input"]).get("text"), text, f'the `input` logged for "{text}"')
         expect_equal(json.loads(row["output"]), answer, f'the `output` logged for "{text}"')
+    label, confidence = expected_wine(WINE)
+    expected = {"label": label, "confidence": confidence}
+    expect_equal(wine_answer, expected, "the answer of POST /wine/predict")
     wine_row = rows[-1]
     expect_equal(wine_row["model"], "wine", "the `model` logged for the wine")
     logged_wine = json.loads(wine_row["input"])
@@ -490,7 +519,7 @@ def test_the_log_limit_is_validated(client):
 
 def test_the_connection_is_closed_after_each_request(service, client):
     received: list[sqlite3.Connection] = []
-    ConnectionParam = Annotated[sqlite3.Connection, Depends(service.module.get_connection)]
+    ConnectionParam = Annotated[sqlite3.Connection, Depends(service.deps.get_connection)]
 
     # Two routes added for this test only: they receive your get_connection's connection.
     def write(connection: sqlite3.Connection, model: str) -> None:
