@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # What /openapi.json (and so /docs) says the prediction routes may answer besides 200.
-# TODO: document the error statuses a prediction route can answer (413, 422 and 503),
-# each with the error body as its model and a short description. The given routes pass
+# TODO: document the error statuses a prediction route can answer (400, 413, 422 and
+# 503), each with the error body as its model and a short description (the 413 also as
+# the plain text Starlette sends for a declared body). The given routes pass
 # this dict as their `responses`. Lesson: "Documenting errors in OpenAPI".
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {}
 

@@ -424,7 +424,7 @@ def test_openapi_documents_the_error_responses(client):
     components = schema.get("components", {}).get("schemas", {})
     for path in PREDICTION_ROUTES:
         responses = schema.get("paths", {}).get(path, {}).get("post", {}).get("responses", {})
-        for status in ("413", "422", "503"):
+        for status in ("400", "413", "422", "503"):
             content = responses.get(status, {}).get("content", {}).get("application/json", {})
             ref = content.get("schema", {}).get("$ref", "")
             name = ref.rsplit("/", 1)[-1]
@@ -434,3 +434,10 @@ def test_openapi_documents_the_error_responses(client):
                     f'with the error body (a model with one field, "error"); got '
                     f"{shown(responses.get(status))}."
                 )
+        too_large = responses.get("413", {}).get("content", {})
+        if "text/plain" not in too_large:
+            raise AssertionError(
+                f"/openapi.json: the 413 response of POST {path} should also be documented "
+                "as text/plain, what Starlette sends for a declared body over the limit; got "
+                f"{shown(responses.get('413'))}."
+            )
