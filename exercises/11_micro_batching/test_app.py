@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient
 import coursekit.models
 from autograder.expect import expect_equal, expect_exact_keys, expect_json, expect_status
 from coursekit.models import LoadedModel
-from coursekit.server import serve_in_thread
+from coursekit.server import ThreadedServer
 
 GATE_TIMEOUT = 10.0  # seconds the held model call waits for the test before it goes on
 READ_TIMEOUT = 10.0  # seconds the test waits for an answer (a correct one takes far less)
@@ -187,10 +187,9 @@ def start(monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]) -> It
         monkeypatch.setattr(coursekit.models, "load_model", model.load_model)
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=len(TICKETS) + 2))
         if live:
+            server = ThreadedServer(module.app, timeout_graceful_shutdown=1)
             try:
-                base_url = stack.enter_context(
-                    serve_in_thread(module.app, timeout_graceful_shutdown=1)
-                )
+                base_url = server.start()
             except RuntimeError:
                 # uvicorn only logs why start-up failed; running the lifespan here raises it.
                 with TestClient(module.app):
@@ -198,6 +197,9 @@ def start(monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]) -> It
                 raise AssertionError(
                     "Your app did not start under uvicorn; check lifespan()."
                 ) from None
+            # Asked to stop, not waited for: its shutdown overlaps the next test (each test
+            # has its own app, model and port), which saves a graceful shutdown per test.
+            stack.callback(server.stop, wait=False)
             http = stack.enter_context(httpx.Client(base_url=base_url, timeout=READ_TIMEOUT))
         else:
             http = stack.enter_context(TestClient(module.app))
@@ -240,9 +242,9 @@ def test_a_prediction_is_the_models_answer(start: Start) -> None:
 
 
 def test_a_lone_request_is_answered_without_a_full_batch(start: Start) -> None:
-    # max_batch_size 64 and max_wait 0.05 s: a batcher that waits for 64 requests never
+    # max_batch_size 64 and max_wait 0.02 s: a batcher that waits for 64 requests never
     # answers; one that waits at most max_wait answers within a fraction of a second.
-    running = start(max_batch_size=64, max_wait=0.05)
+    running = start(max_batch_size=64, max_wait=0.02)
     for text in TICKETS[:2]:
         body = prediction(running.post(text), text)
         expect_equal(body, reference(text), f"the prediction for {text!r}")
