@@ -12,11 +12,11 @@ forest of 50 trees on the wine data (median of repeated calls).
 Part 2: the same random forest served four ways, each in its own server process with one
 worker, one after the other in this one run: FastAPI with a `def` route (threadpool),
 with an `async def` route (on the event loop), with step 11's `MicroBatcher`, all under
-uvicorn; and Flask under gunicorn (one sync worker). The load generator (this process,
-asyncio with httpx2) keeps `--concurrency` requests in flight for a fixed time and
-prints, per server, requests/s, p50 and p99 latency, the server's CPU and its own CPU
-(in cores: if the load generator is near 1.0, it is the bottleneck and the row is a
-lower bound). Read the ratios of one run, not absolute figures of another machine.
+uvicorn; and Flask under gunicorn (one sync worker). The load generator (asyncio with
+httpx2, in `--clients` processes of its own) keeps `--concurrency` requests in flight for
+a fixed time and prints, per server, requests/s, p50 and p99 latency, the server's CPU,
+requests per second of server CPU, and its own CPU (in cores, its processes together).
+Read the ratios of one run, not absolute figures of another machine.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,23 +202,43 @@ async def load(
     return latencies, errors, elapsed
 
 
-def measure(server: Server, seconds: float, concurrency: int) -> Result:
+def load_process(
+    base_url: str, path: str, seconds: float, concurrency: int
+) -> tuple[list[float], int, float, float]:
+    """One load-generator process: `load`, plus the CPU seconds this process spent on it."""
+    sys.path.insert(0, str(HERE))
+    cpu_before = time.process_time()
+    latencies, errors, elapsed = asyncio.run(load(base_url, path, seconds, concurrency))
+    return latencies, errors, elapsed, time.process_time() - cpu_before
+
+
+def measure(server: Server, seconds: float, concurrency: int, clients: int) -> Result:
+    """Load `server` from `clients` processes, `concurrency` requests in flight in all."""
     port = free_port()
-    with running(server, port) as process:
+    per_client = [concurrency // clients + (n < concurrency % clients) for n in range(clients)]
+    with running(server, port) as process, ProcessPoolExecutor(clients) as pool:
         base_url = f"http://127.0.0.1:{port}"
-        asyncio.run(load(base_url, server.path, 0.5, concurrency))  # warm-up, not counted
-        server_before, client_before = cpu_seconds(process), time.process_time()
-        latencies, errors, elapsed = asyncio.run(load(base_url, server.path, seconds, concurrency))
+
+        def run(duration: float) -> list[tuple[list[float], int, float, float]]:
+            jobs = [
+                pool.submit(load_process, base_url, server.path, duration, n) for n in per_client
+            ]
+            return [job.result() for job in jobs]
+
+        run(0.5)  # warm-up (and the pool's processes start): not counted
+        server_before = cpu_seconds(process)
+        parts = run(seconds)
         server_cpu = cpu_seconds(process) - server_before
-        client_cpu = time.process_time() - client_before
+    latencies = [latency for part in parts for latency in part[0]]
+    elapsed = max(part[2] for part in parts)
     ordered = sorted(latencies) or [float("nan")]
     return Result(
         requests_per_second=len(latencies) / elapsed,
         p50=ordered[int(0.50 * (len(ordered) - 1))],
         p99=ordered[int(0.99 * (len(ordered) - 1))],
-        errors=errors,
+        errors=sum(part[1] for part in parts),
         server_cores=server_cpu / elapsed,
-        client_cores=client_cpu / elapsed,
+        client_cores=sum(part[3] for part in parts) / elapsed,
     )
 
 
@@ -225,6 +246,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s per server instead of 8 s")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    parser.add_argument(
+        "--clients", type=int, default=2, help="load-generator processes (sharing the requests)"
+    )
     args = parser.parse_args()
     seconds = 2.0 if args.quick else 8.0
     sys.path.insert(0, str(HERE))
@@ -239,7 +263,7 @@ def main() -> None:
     print()
     print(
         f"Part 2: RandomForest(50) served four ways, one worker each, {args.concurrency}"
-        f" requests in flight, {seconds:g} s each"
+        f" requests in flight from {args.clients} load-generator processes, {seconds:g} s each"
     )
     print(
         f"  {'server':20} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
@@ -247,7 +271,7 @@ def main() -> None:
     )
     results: dict[str, Result] = {}
     for server in SERVERS:
-        result = measure(server, seconds, args.concurrency)
+        result = measure(server, seconds, args.concurrency, args.clients)
         results[server.label] = result
         print(
             f"  {server.label:20} {result.requests_per_second:7.0f} {result.p50 * 1e3:7.1f}"
