@@ -12,6 +12,7 @@ those assets: the app serves the JavaScript and CSS itself, from the copies that
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 # Only the asset files of fastapi-offline are used, not its `FastAPIOffline` factory:
 # the app learners read stays a plain `FastAPI(...)`.
@@ -95,3 +97,39 @@ def add_offline_docs(
             # never sends that request.
             page.headers["Content-Security-Policy"] = REDOC_IMAGES_POLICY
             return page
+
+
+class HTTPError(BaseModel):
+    """The body FastAPI gives an `HTTPException`: `{"detail": "..."}`."""
+
+    detail: str
+
+
+# Two answers FastAPI and Starlette give by themselves, before any route runs, that
+# /openapi.json never shows unless a route declares them (`responses=` on the route):
+# a 400 when the JSON's text is not valid UTF-8 ("There was an error parsing the body",
+# fastapi/routing.py), and a 413 when the body is over the app's `max_body_size`, which
+# Starlette sends as the plain text "Content Too Large".
+def http_error(description: str) -> dict[str, Any]:
+    """A `responses=` entry for an `HTTPException` answer: `{"detail": "..."}`, as JSON.
+
+    The media type is spelled out rather than given as `"model": HTTPError`, because
+    FastAPI files a model under the route's own media type: text/event-stream on a
+    streaming route, where the error is JSON all the same.
+    """
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": HTTPError.model_json_schema()}},
+    }
+
+
+UNREADABLE_BODY: dict[int | str, dict[str, Any]] = {
+    400: http_error("The body could not be decoded"),
+}
+BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: {
+        "description": "The request body is over the size limit",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {**UNREADABLE_BODY, **BODY_TOO_LARGE}

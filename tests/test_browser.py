@@ -40,6 +40,11 @@ def _load(name: str, path: Path) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
+    # Its imports must find its own folder's modules, not another step's of the same
+    # name (two steps have a `service`) that an earlier load left in sys.modules.
+    for sibling in path.parent.glob("*.py"):
+        if sibling.stem != name:
+            sys.modules.pop(sibling.stem, None)
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)

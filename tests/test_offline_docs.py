@@ -66,6 +66,10 @@ def load_app(path: Path) -> FastAPI:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
+    # Its imports must find its own folder's modules, not another step's of the same
+    # name (two steps have a `service`) that an earlier load left in sys.modules.
+    for sibling in path.parent.glob("*.py"):
+        sys.modules.pop(sibling.stem, None)
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)

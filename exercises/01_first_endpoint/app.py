@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import FastAPI, Query
 from pydantic import BaseModel
 
-from coursekit.docs import add_offline_docs
+from coursekit.docs import UNREADABLE_BODY, add_offline_docs
 
 # docs_url=None, redoc_url=None, then add_offline_docs: /docs and /redoc served from this
 # machine instead of a CDN, so they work offline (see the lesson).
@@ -42,7 +42,7 @@ def health() -> dict[str, str]:
     raise NotImplementedError
 
 
-@app.post("/analyze")
+@app.post("/analyze", responses=UNREADABLE_BODY)
 def analyze(document: AnalyzeRequest, top: Annotated[int, Query()] = 3) -> AnalyzeResponse:
     # TODO: refuse a `top` below 1 with FastAPI's 422, declared on the parameter, not
     # checked in the body ("Path and query parameters" in the lesson).

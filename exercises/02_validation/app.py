@@ -30,7 +30,7 @@ from schemas import (
 )
 
 from coursekit.datasets import WINE_CLASSES
-from coursekit.docs import add_offline_docs
+from coursekit.docs import BODY_ERRORS, add_offline_docs
 
 # The schemas bound every field, but FastAPI reads and parses the whole body before any of
 # them runs: without this limit a client could make us buffer and parse 50 MB to refuse it.
@@ -128,16 +128,16 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
 
 # `response_model=` rather than a return annotation: the functions return an internal
 # Outcome, and the response model is what the client gets (and what /openapi.json shows).
-@app.post("/tickets/predict", response_model=TicketPrediction)
+@app.post("/tickets/predict", response_model=TicketPrediction, responses=BODY_ERRORS)
 def predict_ticket(ticket: TicketRequest) -> Outcome:
     return classify_ticket(ticket.text)
 
 
-@app.post("/wine/predict", response_model=WinePrediction)
+@app.post("/wine/predict", response_model=WinePrediction, responses=BODY_ERRORS)
 def predict_wine(wine: WineFeatures) -> Outcome:
     return classify_wine(wine)
 
 
-@app.post("/wine/predict/batch", response_model=WineBatchPrediction)
+@app.post("/wine/predict/batch", response_model=WineBatchPrediction, responses=BODY_ERRORS)
 def predict_wine_batch(batch: WineBatch) -> dict[str, list[Outcome]]:
     return {"predictions": [classify_wine(wine) for wine in batch.instances]}

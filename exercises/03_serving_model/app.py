@@ -29,7 +29,7 @@ from schemas import (
 )
 
 from coursekit.datasets import WINE_FEATURES
-from coursekit.docs import add_offline_docs
+from coursekit.docs import BODY_ERRORS, add_offline_docs
 from coursekit.models import LoadedModel, load_model
 
 # --- The schemas of the routes this step adds -------------------------------------------
@@ -169,26 +169,26 @@ def health(request: Request) -> Health:
 
 # Keep the routes plain `def`: inference is CPU-bound, and FastAPI runs a `def` route in
 # its threadpool, so the event loop stays free to accept other requests meanwhile.
-@app.post("/tickets/predict")
+@app.post("/tickets/predict", responses=BODY_ERRORS)
 def predict_ticket(ticket: TicketRequest, request: Request) -> TicketPrediction:
     # TODO: the tickets model's prediction for this one text ("Single and batch prediction").
     raise NotImplementedError
 
 
-@app.post("/tickets/predict/batch")
+@app.post("/tickets/predict/batch", responses=BODY_ERRORS)
 def predict_ticket_batch(batch: TicketBatch, request: Request) -> TicketBatchPrediction:
     # TODO: one prediction per instance, in their order, from a single call to the model
     # ("Single and batch prediction").
     raise NotImplementedError
 
 
-@app.post("/wine/predict")
+@app.post("/wine/predict", responses=BODY_ERRORS)
 def predict_wine(wine: WineFeatures, request: Request) -> WinePrediction:
     # TODO: the wine model's prediction for this one wine ("Single and batch prediction").
     raise NotImplementedError
 
 
-@app.post("/wine/predict/batch")
+@app.post("/wine/predict/batch", responses=BODY_ERRORS)
 def predict_wine_batch(batch: WineBatch, request: Request) -> WineBatchPrediction:
     # TODO: one prediction per wine, in their order, from a single call to the model
     # ("Single and batch prediction").

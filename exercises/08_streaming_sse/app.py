@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from events import DONE, STREAM_RESPONSES, ErrorData, TokenData
 from fastapi import Depends, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
@@ -88,7 +88,7 @@ async def chat_stream(chat: ChatRequest, model: ChatModelDep) -> AsyncIterator[S
     yield  # makes this function an async generator; delete it with the line above
 
 
-@app.get("/")
+@app.get("/", response_class=HTMLResponse)  # so /openapi.json says text/html
 def chat_page() -> FileResponse:
     # TODO: answer with the page in PAGE (chat.html, beside this file) as text/html
     # ("A chat page: POST and fetch()").

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from coursekit.docs import BODY_ERRORS
+
 DONE = "[DONE]"  # the data of the end event, sent as is (raw_data), never JSON-encoded
 
 
@@ -62,5 +64,5 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
             }
         },
     },
-    413: {"description": "The request body is over the size limit"},
+    **BODY_ERRORS,  # the 400 and 413 FastAPI and Starlette answer by themselves
 }

@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from chat_schemas import (
+    CREATE_RESPONSES,
     MAX_BODY_SIZE,
+    MESSAGE_RESPONSES,
+    SESSION_RESPONSES,
     NewMessage,
     NewSession,
     Reply,
@@ -69,7 +72,7 @@ def open_history(
 HistoryDep = Annotated[list[dict[str, Any]], Depends(open_history)]
 
 
-@app.post("/sessions")
+@app.post("/sessions", responses=CREATE_RESPONSES)
 def create(
     new: NewSession, user: UserDep, connection: ConnectionDep, settings: SettingsDep
 ) -> SessionCreated:
@@ -80,14 +83,14 @@ def create(
     raise NotImplementedError
 
 
-@app.get("/sessions/{session_id}")
+@app.get("/sessions/{session_id}", responses=SESSION_RESPONSES)
 def read(session_id: OwnedSessionDep, connection: ConnectionDep) -> Session:
     # TODO: answer the session's id and its stored messages, oldest first.
     # Lesson: "One row per message".
     raise NotImplementedError
 
 
-@app.post("/sessions/{session_id}/messages")
+@app.post("/sessions/{session_id}/messages", responses=MESSAGE_RESPONSES)
 async def post_message(
     message: NewMessage,
     session_id: OwnedSessionDep,
@@ -103,7 +106,11 @@ async def post_message(
     raise NotImplementedError
 
 
-@app.post("/sessions/{session_id}/messages/stream", response_class=EventSourceResponse)
+@app.post(
+    "/sessions/{session_id}/messages/stream",
+    response_class=EventSourceResponse,
+    responses=MESSAGE_RESPONSES,
+)
 async def post_message_stream(
     message: NewMessage,
     session_id: OwnedSessionDep,
@@ -121,7 +128,7 @@ async def post_message_stream(
     yield  # makes this function an async generator; delete it with the line above
 
 
-@app.delete("/sessions/{session_id}")
+@app.delete("/sessions/{session_id}", responses=SESSION_RESPONSES)
 def delete(session_id: OwnedSessionDep, connection: ConnectionDep) -> Response:
     # TODO: delete the session and its messages; answer 204 No Content, no body.
     # Lesson: "One row per message".

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
+from coursekit.docs import BODY_ERRORS, http_error
 from coursekit.llm import Usage
 
 # Bound everything a client can make us store or send to the model (lesson 02).
@@ -18,6 +19,24 @@ MAX_BODY_SIZE = 64 * 1024  # bytes of any request body: a full message fits many
 DEFAULT_SYSTEM_PROMPT = "You are a helpful support assistant. Use the tools when they help."
 # The assistant's answer when the model still asks for tools after the last round allowed.
 ROUND_LIMIT_REPLY = "I could not finish this answer: it needed more tool calls than allowed."
+
+
+# What /openapi.json says each route may answer besides its success (FastAPI documents
+# the 422 by itself): the routes in app.py pass these as `responses=`.
+_NO_KEY = {401: http_error("No API key, or one no user holds")}
+_NO_SESSION = {404: http_error("You hold no session with this id")}
+CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **BODY_ERRORS,
+    **_NO_KEY,
+    409: http_error("You already hold the most sessions allowed"),
+}
+SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {**_NO_KEY, **_NO_SESSION}
+MESSAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **BODY_ERRORS,
+    **_NO_KEY,
+    **_NO_SESSION,
+    409: http_error("The session is full"),
+}
 
 
 # --- Messages, as the model takes them and the store keeps them ---------------------

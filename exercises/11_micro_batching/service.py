@@ -118,7 +118,14 @@ ERROR_CODES: dict[int, str] = {
 
 # What /openapi.json (and so /docs) says the prediction route may answer besides 200.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": "The request body is over the size limit"},
+    400: {"model": ErrorResponse, "description": "The body could not be decoded"},
+    # A streamed body over the limit gets the error body; a declared one, Starlette's
+    # own plain text (its middleware replaces whatever the handler answered).
+    413: {
+        "model": ErrorResponse,
+        "description": "The request body is over the size limit",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
     422: {"model": ErrorResponse, "description": "The request is not valid"},
     500: {"model": ErrorResponse, "description": "The model failed on this request's batch"},
     503: {"model": ErrorResponse, "description": "The queue is full: retry after a while"},

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import FastAPI, Query
 from pydantic import BaseModel
 
-from coursekit.docs import add_offline_docs
+from coursekit.docs import UNREADABLE_BODY, add_offline_docs
 
 # docs_url=None, redoc_url=None, then add_offline_docs: /docs and /redoc served from this
 # machine instead of a CDN, so they work offline (see the lesson).
@@ -37,7 +37,7 @@ def health() -> dict[str, str]:
 
 # At least 1: a negative `top` would slice words off the end of the ranking ([:-1]) and
 # answer a plausible, wrong list instead of a 422.
-@app.post("/analyze")
+@app.post("/analyze", responses=UNREADABLE_BODY)
 def analyze(document: AnalyzeRequest, top: Annotated[int, Query(ge=1)] = 3) -> AnalyzeResponse:
     words = [word.lower() for word in document.text.split()]
     counts = Counter(words)

@@ -26,7 +26,7 @@ from schemas import (
 )
 
 from coursekit.datasets import WINE_FEATURES
-from coursekit.docs import add_offline_docs
+from coursekit.docs import BODY_ERRORS, add_offline_docs
 from coursekit.models import LoadedModel, load_model
 
 # --- The schemas of the routes this step adds -------------------------------------------
@@ -160,13 +160,13 @@ def health(request: Request) -> Health:
 
 # Plain `def`, not `async def`: inference is CPU-bound, and FastAPI runs a `def` route in
 # its threadpool, so the event loop stays free to accept other requests meanwhile.
-@app.post("/tickets/predict")
+@app.post("/tickets/predict", responses=BODY_ERRORS)
 def predict_ticket(ticket: TicketRequest, request: Request) -> TicketPrediction:
     [(label, confidence)] = predict_many(get_model(request, "tickets"), [ticket.text])
     return TicketPrediction(label=label, confidence=confidence)
 
 
-@app.post("/tickets/predict/batch")
+@app.post("/tickets/predict/batch", responses=BODY_ERRORS)
 def predict_ticket_batch(batch: TicketBatch, request: Request) -> TicketBatchPrediction:
     texts = [ticket.text for ticket in batch.instances]
     results = predict_many(get_model(request, "tickets"), texts)
@@ -175,13 +175,13 @@ def predict_ticket_batch(batch: TicketBatch, request: Request) -> TicketBatchPre
     )
 
 
-@app.post("/wine/predict")
+@app.post("/wine/predict", responses=BODY_ERRORS)
 def predict_wine(wine: WineFeatures, request: Request) -> WinePrediction:
     [(label, confidence)] = predict_many(get_model(request, "wine"), [wine_row(wine)])
     return WinePrediction(label=label, confidence=confidence)
 
 
-@app.post("/wine/predict/batch")
+@app.post("/wine/predict/batch", responses=BODY_ERRORS)
 def predict_wine_batch(batch: WineBatch, request: Request) -> WineBatchPrediction:
     rows = [wine_row(wine) for wine in batch.instances]
     results = predict_many(get_model(request, "wine"), rows)

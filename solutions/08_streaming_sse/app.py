@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from events import DONE, STREAM_RESPONSES, ErrorData, TokenData
 from fastapi import Depends, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
@@ -81,6 +81,6 @@ async def chat_stream(chat: ChatRequest, model: ChatModelDep) -> AsyncIterator[S
         yield event
 
 
-@app.get("/")
+@app.get("/", response_class=HTMLResponse)  # so /openapi.json says text/html
 def chat_page() -> FileResponse:
     return FileResponse(PAGE, media_type="text/html")

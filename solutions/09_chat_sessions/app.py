@@ -5,7 +5,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from chat_schemas import (
+    CREATE_RESPONSES,
     MAX_BODY_SIZE,
+    MESSAGE_RESPONSES,
+    SESSION_RESPONSES,
     NewMessage,
     NewSession,
     Reply,
@@ -70,7 +73,7 @@ def open_history(
 HistoryDep = Annotated[list[dict[str, Any]], Depends(open_history)]
 
 
-@app.post("/sessions", status_code=status.HTTP_201_CREATED)
+@app.post("/sessions", responses=CREATE_RESPONSES, status_code=status.HTTP_201_CREATED)
 def create(
     new: NewSession, user: UserDep, connection: ConnectionDep, settings: SettingsDep
 ) -> SessionCreated:
@@ -83,12 +86,12 @@ def create(
     return SessionCreated(id=create_session(connection, user, new.system))
 
 
-@app.get("/sessions/{session_id}")
+@app.get("/sessions/{session_id}", responses=SESSION_RESPONSES)
 def read(session_id: OwnedSessionDep, connection: ConnectionDep) -> Session:
     return Session(id=session_id, messages=load_messages(connection, session_id))
 
 
-@app.post("/sessions/{session_id}/messages")
+@app.post("/sessions/{session_id}/messages", responses=MESSAGE_RESPONSES)
 async def post_message(
     message: NewMessage,
     session_id: OwnedSessionDep,
@@ -107,7 +110,11 @@ async def post_message(
     return result.reply()
 
 
-@app.post("/sessions/{session_id}/messages/stream", response_class=EventSourceResponse)
+@app.post(
+    "/sessions/{session_id}/messages/stream",
+    response_class=EventSourceResponse,
+    responses=MESSAGE_RESPONSES,
+)
 async def post_message_stream(
     message: NewMessage,
     session_id: OwnedSessionDep,
@@ -129,7 +136,9 @@ async def post_message_stream(
             yield ServerSentEvent(event="token", data=item)
 
 
-@app.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@app.delete(
+    "/sessions/{session_id}", responses=SESSION_RESPONSES, status_code=status.HTTP_204_NO_CONTENT
+)
 def delete(session_id: OwnedSessionDep, connection: ConnectionDep) -> Response:
     delete_session(connection, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
