@@ -45,6 +45,9 @@ MODULES = (
     "fastapi_offline",
     "starlette.testclient",
     "anyio",
+    "anyio._backends._asyncio",  # what the first TestClient or server loads: ~50 ms
+    "pydantic.v1",
+    "fastapi.telemetry._runtime",
     "httpx",
     "httpx2",
     "httpx_sse",
