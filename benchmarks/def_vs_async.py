@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 
 HERE = Path(__file__).resolve().parent
 PROBE_EVERY = 0.020  # seconds between the end of one /health probe and the next
@@ -61,9 +61,9 @@ def uvicorn_server() -> Iterator[str]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).raise_for_status()
+                httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).raise_for_status()
                 break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("the uvicorn server did not start") from None
                 time.sleep(0.1)
@@ -93,11 +93,11 @@ async def load_test(base_url: str, path: str, seconds: float, concurrency: int) 
     latencies: list[float] = []
     probes: list[float] = []
     stop_at = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency)
+    limits = httpx2.Limits(max_connections=concurrency)
     # Two clients: a probe never waits for a free connection behind the predictions.
     async with (
-        httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http,
-        httpx.AsyncClient(base_url=base_url, timeout=60) as prober,
+        httpx2.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http,
+        httpx2.AsyncClient(base_url=base_url, timeout=60) as prober,
     ):
 
         async def worker() -> None:
