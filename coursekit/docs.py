@@ -108,8 +108,10 @@ class HTTPError(BaseModel):
 # Two answers FastAPI and Starlette give by themselves, before any route runs, that
 # /openapi.json never shows unless a route declares them (`responses=` on the route):
 # a 400 when the JSON's text is not valid UTF-8 ("There was an error parsing the body",
-# fastapi/routing.py), and a 413 when the body is over the app's `max_body_size`, which
-# Starlette sends as the plain text "Content Too Large".
+# fastapi/routing.py), and a 413 when the body is over the app's `max_body_size`: the
+# plain text "Content Too Large" when the request declared its size (Starlette answers
+# before reading), `{"detail": "Content Too Large"}` when it streamed the body (FastAPI
+# raises an HTTPException while reading).
 def http_error(description: str) -> dict[str, Any]:
     """A `responses=` entry for an `HTTPException` answer: `{"detail": "..."}`, as JSON.
 
@@ -129,7 +131,10 @@ UNREADABLE_BODY: dict[int | str, dict[str, Any]] = {
 BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
     413: {
         "description": "The request body is over the size limit",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
+        "content": {
+            "application/json": {"schema": HTTPError.model_json_schema()},
+            "text/plain": {"schema": {"type": "string"}},
+        },
     },
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {**UNREADABLE_BODY, **BODY_TOO_LARGE}

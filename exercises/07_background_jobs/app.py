@@ -87,9 +87,9 @@ app = FastAPI(
 )
 add_offline_docs(app)
 
-# TODO: what /openapi.json should say each route may answer besides its success: 400 for
-# POST /jobs and 404 for GET /jobs/{job_id}, each with the HTTPError model, and 413 for
-# POST /jobs as the plain text Starlette sends (lesson: "Documenting every answer").
+# TODO: what /openapi.json should say each route may answer besides its success: 400 and
+# 413 for POST /jobs, 404 for GET /jobs/{job_id}, each with the HTTPError model, and the
+# 413 also as the plain text Starlette sends (lesson: "Documenting every answer").
 # FastAPI documents 422 by itself.
 SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {}
 POLL_RESPONSES: dict[int | str, dict[str, Any]] = {}

@@ -110,8 +110,10 @@ add_offline_docs(app)
 # FastAPI documents by itself.
 SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": HTTPError, "description": "The body is not readable (not UTF-8)"},
-    # Starlette answers this one itself, before any route or handler: plain text.
+    # Plain text when the request declared its size (Starlette answers before reading);
+    # HTTPError's JSON when it streamed the body (FastAPI raises while reading it).
     413: {
+        "model": HTTPError,
         "description": "The body is over the size limit",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     },
