@@ -58,6 +58,7 @@ MODULES = (
     "concurrent.futures",
     "autograder.child",
     "autograder.expect",
+    "autograder.sse",
     "coursekit.datasets",
     "coursekit.docs",
     "coursekit.embeddings",

@@ -29,6 +29,7 @@ from autograder.expect import (
     shown,
     shown_body,
 )
+from autograder.sse import parse_sse
 from coursekit.llm import FailingLM, GatedLM, ModelError, get_model
 
 QUESTION = "How does a model stream tokens to a client?"
@@ -58,29 +59,6 @@ def chat(content: str = QUESTION, max_tokens: int = 6, seed: int = 0) -> dict[st
 def expected_tokens(content: str = QUESTION, max_tokens: int = 6, seed: int = 0) -> list[str]:
     messages = [{"role": "user", "content": content}]
     return get_model().generate(messages, max_tokens=max_tokens, seed=seed)
-
-
-def parse_sse(text: str) -> list[dict[str, str]]:
-    """The events of an SSE body, read as a browser does (comments skipped)."""
-    events: list[dict[str, str]] = []
-    fields: dict[str, str] = {}
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if line == "":
-            if fields:
-                events.append(fields)
-            fields = {}
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data" and "data" in fields:
-            fields["data"] += "\n" + value
-        else:
-            fields[name] = value
-    if fields:
-        events.append(fields)
-    return events
 
 
 def stream(client: Any, body: dict[str, Any]) -> list[dict[str, str]]:

@@ -34,6 +34,7 @@ from autograder.expect import (
     shown,
     shown_body,
 )
+from autograder.sse import parse_sse
 from coursekit.llm import (
     ConversationError,
     ScriptedLM,
@@ -203,29 +204,6 @@ class RecordingLM:
             if delta.usage is not None:
                 self.usages.append(delta.usage)
             yield delta
-
-
-def parse_sse(text: str) -> list[dict[str, str]]:
-    """The events of an SSE body, read as a browser does (comments skipped)."""
-    events: list[dict[str, str]] = []
-    fields: dict[str, str] = {}
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if line == "":
-            if fields:
-                events.append(fields)
-            fields = {}
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data" and "data" in fields:
-            fields["data"] += "\n" + value
-        else:
-            fields[name] = value
-    if fields:
-        events.append(fields)
-    return events
 
 
 def stream_events(client: Any, session_id: str, content: str) -> list[tuple[str, Any]]:
