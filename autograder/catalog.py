@@ -34,6 +34,9 @@ class Step:
     title: str
     modules: tuple[str, ...]  # the step's modules, without ".py", imported before the tests
     given: tuple[str, ...]  # modules shipped complete: the learner reads them, edits the others
+    # Given modules with no state that import none of the learner's: imported once per
+    # run instead of once per test (tests/test_catalog.py holds them to that).
+    shared: tuple[str, ...]
     app: str  # "module:attribute" of the FastAPI app the tests exercise
     timeout: float  # seconds one test may take before it counts as hanging
     models_given: bool  # True once the step's stub ships the Pydantic models ready-made
@@ -108,6 +111,7 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
                 title=raw["title"],
                 modules=tuple(raw.get("modules", ["app"])),
                 given=tuple(raw.get("given", [])),
+                shared=tuple(raw.get("shared", [])),
                 app=raw.get("app", "app:app"),
                 timeout=float(raw.get("timeout", course["test_timeout"])),
                 models_given=bool(raw.get("models_given", False)),

@@ -127,6 +127,71 @@ def test_given_modules_are_the_same_on_both_sides(step: Step) -> None:
         assert stub == solution, f"{module}.py is given, so it must be identical in both folders"
 
 
+# What would make a module unsafe to keep from one test to the next: a cache that
+# remembers a call, a registry that collects routes, a name rebound at run time.
+STATEFUL_DECORATORS = {"cache", "lru_cache"}
+STATEFUL_CALLS = {"APIRouter", "FastAPI"}
+
+
+def shared_module_problems(step: Step, module: str) -> list[str]:
+    """Why `module` of `step` could carry state from one test to the next, if it could."""
+    path = step.solution_dir / f"{module}.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    problems = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in filter(None, names):
+                top = name.split(".")[0]
+                if top in step.modules and top not in step.shared:
+                    problems.append(f"imports {top}, which is imported afresh for each test")
+        elif isinstance(node, ast.Global):
+            problems.append(f"rebinds {', '.join(node.names)} with `global`")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                name = (
+                    target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                )
+                if name in STATEFUL_DECORATORS:
+                    problems.append(f"{node.name} remembers its calls (@{name})")
+    for node in tree.body:
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if isinstance(value, ast.Call):
+            func = value.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in STATEFUL_CALLS:
+                problems.append(f"makes a {name} at import, which the learner's code may add to")
+    return problems
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_shared_modules_hold_no_state(step: Step) -> None:
+    """A `shared` module is kept for the whole run, so it must be the same for every test."""
+    assert set(step.shared) <= set(step.given), "`shared` lists a module that is not given"
+    problems = [
+        f"{module}.py {problem}"
+        for module in step.shared
+        for problem in shared_module_problems(step, module)
+    ]
+    assert not problems, f"step {step.id}: " + "; ".join(problems)
+
+
+def test_the_shared_module_check_can_fail() -> None:
+    """The check above finds each kind of state it names (a check that cannot fail is none)."""
+    by_id = {step.id: step for step in STEPS}
+    assert any(
+        "@lru_cache" in problem for problem in shared_module_problems(by_id["09"], "service")
+    )
+    assert any(
+        "imports deps" in problem for problem in shared_module_problems(by_id["05"], "base_routes")
+    )
+    assert any(
+        "APIRouter" in problem for problem in shared_module_problems(by_id["04"], "serving_routes")
+    )
+
+
 def test_the_readme_lists_every_step() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for step in STEPS:
