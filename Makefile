@@ -3,10 +3,13 @@
 PYTHON ?= python3
 STEP ?= 01
 
-.PHONY: grade test lab serve docs
+.PHONY: grade watch test lab serve docs
 
 grade:  ## grade your exercises: the score table, ending in "Score: X/Y"
 	@$(PYTHON) course.py grade
+
+watch:  ## grade the step you edit at every save: make watch (or make watch STEP=03)
+	@$(PYTHON) course.py watch $(if $(filter command line,$(origin STEP)),$(STEP))
 
 test:  ## the course's own checks (solutions pass, stubs fail, lessons run, lint, site)
 	@$(PYTHON) course.py test

@@ -1,6 +1,7 @@
 """One entry point for the course, the same on Linux, macOS and Windows.
 
     python course.py grade [pytest options]   grade your exercises (the score table)
+    python course.py watch [01]               grade the step you edit at every save
     python course.py test                     the course's own checks
     python course.py lab                      JupyterLab on the lessons
     python course.py serve 01 [--mine]        a step's solution (or your exercise) under uvicorn
@@ -121,6 +122,8 @@ def main(argv: list[str]) -> int:
         # Failing tests are the normal state of an unfinished course: only a grader
         # that could not run at all is an error here.
         return 0 if code in (0, 1) else code
+    if command == "watch":
+        return run(ensure_venv("grade"), "-m", "autograder", "watch", *rest)
     if command == "test":
         return run(ensure_venv("dev"), "-m", "pytest", "tests/", *rest)
     if command == "lab":

@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     hint_cmd.add_argument("step", help="a step id such as 01")
     commands.add_parser("next", help="the first step not yet at full points")
+    watch_cmd = commands.add_parser(
+        "watch", help="grade the step you edit at every save (the first unfinished by default)"
+    )
+    watch_cmd.add_argument("step", nargs="?", help="a step id such as 01")
     pristine_cmd = commands.add_parser(
         "pristine", help="check (or --update) the fingerprints of the shipped stubs"
     )
@@ -126,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         return _hint(catalog.step(args.step))
     if args.command == "pristine":
         return _pristine(update=args.update)
+    if args.command == "watch":
+        from autograder.watch import watch
+
+        return watch(args.step)
     return _next(list(catalog.steps))
 
 
