@@ -7,6 +7,7 @@
     python course.py serve 01 [--mine]        a step's solution (or your exercise) under uvicorn
                                               (more options go to uvicorn: --port 8001)
     python course.py docs                     the course website on http://127.0.0.1:8000
+    python course.py setup [grade]            only install (all, or what grading needs)
 
 Each command first makes sure `.venv` exists and holds the pinned packages it needs
 (requirements/grade.txt for grading, requirements/dev.txt for everything else), so a
@@ -122,6 +123,13 @@ def main(argv: list[str]) -> int:
         # Failing tests are the normal state of an unfinished course: only a grader
         # that could not run at all is an error here.
         return 0 if code in (0, 1) else code
+    if command == "setup":
+        # What every other command does first, alone: for a container or a CI image.
+        group = rest[0] if rest else "dev"
+        if group not in REQUIREMENTS:
+            sys.exit(f"setup installs one of: {', '.join(REQUIREMENTS)}.")
+        print(f"Ready: {ensure_venv(group)}", flush=True)
+        return 0
     if command == "watch":
         return run(ensure_venv("grade"), "-m", "autograder", "watch", *rest)
     if command == "test":
