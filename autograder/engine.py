@@ -232,6 +232,9 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
         with open(events_path, encoding="utf-8") as events:
             child = start_child(arguments, env, log_path, needs=_needs(step))
             run = _watch(child, events, import_limit, test_limit)
+            # Every run, not only a hung one: a process the graded code started and left
+            # behind must not outlive its grading (it could rewrite results afterwards).
+            child.kill()
         run.log_tail = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))
     return run
 

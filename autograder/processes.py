@@ -87,10 +87,11 @@ class _SpawnedChild:
 
     def kill(self) -> None:
         if os.name != "nt":
-            with contextlib.suppress(ProcessLookupError):  # it may have ended on its own
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # it may have ended
                 os.killpg(self._process.pid, signal.SIGKILL)
-        else:
-            # taskkill ends the whole tree; Popen.kill() would end only the child.
+        elif self._process.poll() is None:
+            # taskkill ends the whole tree; Popen.kill() would end only the child. Once
+            # the child has ended, Windows no longer knows its tree: nothing to end.
             subprocess.run(
                 ["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
                 capture_output=True,

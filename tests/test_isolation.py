@@ -8,8 +8,10 @@ passed), say why in one sentence, and never show a traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,33 @@ def test_pytest_exercises_survives_a_hanging_import(tmp_path: Path) -> None:
     assert "did not finish within" in run.stdout
     assert run.results["score"] == 0 and run.results["max_score"] == total
     json.dumps(run.results)  # a valid results.json was written even so
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` runs (a zombie, killed but not yet reaped, does not count)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(os.name == "nt", reason="process groups: Windows ends trees with taskkill")
+def test_a_process_the_code_leaves_behind_is_ended_with_the_run(tmp_path: Path) -> None:
+    pid_file = tmp_path / "left-behind.pid"
+    spawn = (
+        "import subprocess, sys\n"
+        "_left = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(_left.pid))\n"
+    )
+    folder = broken_copy(tmp_path, lambda text: spawn + text)
+    records = grade_step(STEP, Settings(source=lambda step: folder))
+    assert all(record.passed for record in records), "the copy is correct but for its leftover"
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10  # SIGKILL is immediate; this only waits for the kernel
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid), "a process started by the graded code outlived its grading"
