@@ -12,7 +12,7 @@ from autograder.engine import Settings, grade
 from autograder.lastrun import duration as last_duration
 from autograder.lastrun import recall, remember
 from autograder.messages import show_path
-from autograder.processes import share_warm_process
+from autograder.processes import sandbox_warm_process
 from autograder.records import Record
 from autograder.reports import score_table, step_summary, wrap, write_gradescope
 
@@ -40,7 +40,7 @@ def run_grading(
         return (step.id not in select or test in select[step.id]) and matches(test)
 
     if source_root is not None:
-        share_warm_process(False)  # a class's submissions share no process
+        sandbox_warm_process()  # a class's submissions share no process, see no secrets
         source = lambda step: source_root / step.slug  # noqa: E731
     elif solutions:
         source = lambda step: step.solution_dir  # noqa: E731
@@ -58,7 +58,11 @@ def run_grading(
             remember(step, step.exercise_dir, records)  # for `hint` and `next`
 
     settings = Settings(
-        source=source, select=chosen, test_timeout=test_timeout, expected=last_duration
+        source=source,
+        select=chosen,
+        test_timeout=test_timeout,
+        expected=last_duration,
+        sandboxed=source_root is not None,
     )
     records = grade(steps, settings, on_step_done=report)
     if json_path is not None:

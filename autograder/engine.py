@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import TextIO
 
+from autograder import sandbox
 from autograder.catalog import Step, load_catalog
 from autograder.child import ENV_VAR, Job
 from autograder.messages import show_path
@@ -48,6 +49,8 @@ class Settings:
     workers: int = field(default_factory=lambda: max(2, min(8, 2 * (os.cpu_count() or 1))))
     # Seconds each step took last time, if known: the longest start first.
     expected: Callable[[Step], float] = lambda step: 0.0
+    # An instructor grading others' code: the child sees only what it needs (sandbox.py).
+    sandboxed: bool = False
 
 
 def grade(
@@ -218,8 +221,13 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
         events_path = Path(scratch) / "events.jsonl"
         events_path.touch()
         job = Job(step=step.id, source=str(source), events=str(events_path), only=tuple(tests))
+        base = (
+            sandbox.environment(os.environ, Path(scratch) / "home")
+            if settings.sandboxed
+            else os.environ
+        )
         env = {
-            **os.environ,
+            **base,
             ENV_VAR: job.to_env(),
             "PYTHONDONTWRITEBYTECODE": "1",
             # The child needs no installed pytest plugin (the grader's comes from

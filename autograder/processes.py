@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from autograder import sandbox
 from autograder.catalog import ROOT
 
 # AUTOGRADER_SPAWN=1: start every child as a fresh interpreter, as on Windows.
@@ -38,6 +39,7 @@ FORK = os.name != "nt" and not os.environ.get("AUTOGRADER_SPAWN")
 # AUTOGRADER_SHARED_WARM=0: a warm process for this run only, ended with it (the
 # instructor's mode uses one too: a class's submissions share nothing).
 SHARED = os.environ.get("AUTOGRADER_SHARED_WARM", "1") != "0"
+SANDBOXED = False  # see sandbox_warm_process
 
 
 class Child(Protocol):
@@ -67,6 +69,17 @@ def share_warm_process(shared: bool) -> None:
     global SHARED
     with _zygote_lock:
         SHARED = shared
+
+
+def sandbox_warm_process() -> None:
+    """Start this run's warm process with a sandbox's environment (before it starts).
+
+    Its children are forked from it: what it was started with is what they could read
+    (in /proc/self/environ, say), whatever environment each is then given.
+    """
+    global SHARED, SANDBOXED
+    with _zygote_lock:
+        SHARED, SANDBOXED = False, True
 
 
 class _SpawnedChild:
@@ -118,9 +131,11 @@ class _Zygote:
         connection = self._connect() if shared else None
         if connection is None:
             command = [sys.executable, "-m", "autograder.zygote", self.path]
+            home = Path(self.path).parent / "home"
             self.process = subprocess.Popen(
                 [*command, "--idle", str(IDLE_LIMIT)] if shared else command,
                 cwd=ROOT,
+                env=sandbox.environment(os.environ, home) if SANDBOXED else None,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,  # a warm process that fails is replaced, not read

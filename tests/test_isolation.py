@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -158,3 +160,34 @@ def test_a_process_the_code_leaves_behind_is_ended_with_the_run(tmp_path: Path) 
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(pid), "a process started by the graded code outlived its grading"
+
+
+def test_an_instructors_run_shows_the_submission_no_secret(tmp_path: Path) -> None:
+    """`--source-root` grades others' code: it must not read the instructor's environment."""
+    seen = tmp_path / "seen.json"
+    spy = (
+        "import json, os, pathlib\n"
+        "_initial = pathlib.Path('/proc/self/environ')\n"
+        "_block = _initial.read_bytes().decode(errors='replace') if _initial.exists() else ''\n"
+        f"pathlib.Path({str(seen)!r}).write_text(json.dumps([dict(os.environ), _block]))\n"
+    )
+    root = tmp_path / "submission"
+    root.mkdir()
+    shutil.copytree(broken_copy(tmp_path, lambda text: spy + text), root / STEP.slug)
+    secret = "instructor-token-7d1c"
+    env = {**os.environ, "GRADESCOPE_API_TOKEN": secret, "AUTOGRADER_SHARED_WARM": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", STEP.id, "--source-root", str(root)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert f"{STEP.max_points}/{STEP.max_points}" in result.stdout, result.stdout + result.stderr
+    environment, initial_block = json.loads(seen.read_text())
+    assert secret not in json.dumps(environment), "the submission read an instructor's variable"
+    assert secret not in initial_block, "the secret was in the process's initial environment"
+    assert environment.get("HOME") != os.environ.get("HOME"), "the submission got the real home"
+    assert "PATH" in environment
