@@ -63,7 +63,7 @@ VARIANT_IDS = [f"{v.step.id}-{v.name}" for v in VARIANTS]
 @pytest.fixture(scope="module")
 def graded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> dict[Variant, list[Record]]:
+) -> dict[Variant, list[Record] | str]:
     """Grade each selected variant once, on all its step's tests, several at a time."""
     selected = [
         item.callspec.params["variant"]
@@ -75,8 +75,12 @@ def graded(
     # Folders first, in this thread: pytest's temporary-folder factory is not thread-safe.
     folders = [tmp_path_factory.mktemp(variant.step.id) for variant in selected]
 
-    def grade_one(variant: Variant, scratch: Path) -> list[Record]:
-        folder = variant.apply(scratch)
+    def grade_one(variant: Variant, scratch: Path) -> list[Record] | str:
+        try:
+            folder = variant.apply(scratch)
+        except AssertionError as error:
+            # One stale edit fails its own variant, not every variant of the run.
+            return str(error)
         return grade_step(variant.step, Settings(source=lambda step: folder))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -94,25 +98,38 @@ def test_each_step_has_enough_known_right_implementations(step: Step) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
-def test_the_variant_edits_only_learner_files_once_each(variant: Variant) -> None:
+def test_the_variant_edits_only_learner_files_once_each(variant: Variant, tmp_path: Path) -> None:
     for edit in variant.edits:
         module = edit.file.removesuffix(".py")
         assert module not in variant.step.given, (
             f"{variant.name!r}: {edit.file} is given (course.toml): a learner does not edit it"
         )
     for edit, count in replace_counts(variant.step, variant.edits):
+        # An edit that changes nothing proves nothing: the variant would be the solution.
+        assert edit.replace != edit.with_ or edit.content is not None, (
+            f"{variant.name!r}: an edit of {edit.file} replaces a text with itself"
+        )
         assert count == 1, (
             f"{variant.name!r}: the text to replace occurs {count} times in "
             f"solutions/{variant.step.slug}/{edit.file} (after the edits before it), "
             f"not exactly once: {edit.replace[:80]!r}"
         )
+    folder = variant.apply(tmp_path)
+    changed = [
+        edit.file
+        for edit in variant.edits
+        if (folder / edit.file).read_bytes() != (variant.step.solution_dir / edit.file).read_bytes()
+    ]
+    assert changed, f"{variant.name!r}: the edits leave the solution as it is"
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 def test_the_variant_scores_full_points(
-    graded: dict[Variant, list[Record]], variant: Variant
+    graded: dict[Variant, list[Record] | str], variant: Variant
 ) -> None:
     records = graded[variant]
+    if isinstance(records, str):
+        pytest.fail(records, pytrace=False)
     assert len(records) == len(variant.step.tests), "every graded test of the step must run"
     failed = [record for record in records if not record.passed]
     score = sum(record.score for record in records)
