@@ -30,7 +30,8 @@ from tests.helpers import (
 
 KNOWN_RIGHT = ROOT / "tests" / "known_right"
 MINIMUM_PER_STEP = 3
-# Steps being built while this set was written; each gets its variants once it lands.
+# Steps being built while this set was written: skipped until their file exists, then
+# held to the minimum like every other step. Drop an id once its file has landed.
 NOT_YET_COVERED = {"10", "12", "13"}
 
 
@@ -87,12 +88,10 @@ def graded(
         return dict(zip(selected, pool.map(grade_one, selected, folders), strict=True))
 
 
-@pytest.mark.parametrize(
-    "step",
-    [step for step in STEPS if step.id not in NOT_YET_COVERED],
-    ids=lambda step: step.slug,
-)
+@pytest.mark.parametrize("step", STEPS, ids=[step.slug for step in STEPS])
 def test_each_step_has_enough_known_right_implementations(step: Step) -> None:
+    if step.id in NOT_YET_COVERED and not (KNOWN_RIGHT / f"{step.slug}.toml").exists():
+        pytest.skip(f"step {step.id} is being built: its known-right set comes with it")
     count = sum(variant.step == step for variant in VARIANTS)
     assert count >= MINIMUM_PER_STEP, f"step {step.id} has {count} known-right implementations"
 
