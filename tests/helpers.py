@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -76,3 +77,66 @@ def run_pytest_exercises(
     )
     data = json.loads(results.read_text(encoding="utf-8")) if results.exists() else {}
     return GradingRun(completed.returncode, completed.stdout + completed.stderr, data)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One change to a solution file: `replace` (which must occur once) becomes `with_`.
+
+    With `content` set instead, the whole file is replaced (a learner file written anew).
+    """
+
+    file: str
+    replace: str = ""
+    with_: str = ""
+    content: str | None = None
+
+    @classmethod
+    def from_toml(cls, raw: dict[str, Any]) -> Edit:
+        if "content" in raw:
+            return cls(file=raw["file"], content=raw["content"])
+        return cls(file=raw["file"], replace=raw["replace"], with_=raw["with"])
+
+
+def edits_from_toml(raw: dict[str, Any]) -> tuple[Edit, ...]:
+    """An entry's edits: a list `edits = [{file, replace, with}, ...]`, or one inline."""
+    if "edits" in raw:
+        return tuple(Edit.from_toml(edit) for edit in raw["edits"])
+    return (Edit.from_toml(raw),)
+
+
+def replace_counts(step: Step, edits: Sequence[Edit]) -> list[tuple[Edit, int]]:
+    """How often each edit's `replace` occurs in the solution file it edits.
+
+    Edits apply in order, so each is counted in the text the edits before it left.
+    """
+    texts: dict[str, str] = {}
+    counts = []
+    for edit in edits:
+        if edit.file not in texts:
+            texts[edit.file] = (step.solution_dir / edit.file).read_text(encoding="utf-8")
+        if edit.content is not None:
+            texts[edit.file] = edit.content
+            counts.append((edit, 1))
+            continue
+        counts.append((edit, texts[edit.file].count(edit.replace)))
+        texts[edit.file] = texts[edit.file].replace(edit.replace, edit.with_)
+    return counts
+
+
+def solution_with_edits(step: Step, root: Path, edits: Sequence[Edit], name: str) -> Path:
+    """A copy of the step's solution under `root`, with `edits` made; returns its folder."""
+    folder = root / step.slug
+    shutil.copytree(step.solution_dir, folder)
+    for edit in edits:
+        target = folder / edit.file
+        if edit.content is not None:
+            target.write_text(edit.content, encoding="utf-8")
+            continue
+        text = target.read_text(encoding="utf-8")
+        assert text.count(edit.replace) == 1, (
+            f"{name!r}: the text to replace must occur exactly once in "
+            f"solutions/{step.slug}/{edit.file} (the solution changed?)"
+        )
+        target.write_text(text.replace(edit.replace, edit.with_), encoding="utf-8")
+    return folder

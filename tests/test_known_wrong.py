@@ -7,7 +7,6 @@ does not discriminate, which is a bug in the course.
 
 from __future__ import annotations
 
-import shutil
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import pytest
 from autograder.catalog import Step
 from autograder.engine import Settings, grade_step
 from autograder.records import Record
-from tests.helpers import ROOT, STEPS
+from tests.helpers import ROOT, STEPS, Edit, solution_with_edits
 
 KNOWN_WRONG = ROOT / "tests" / "known_wrong"
 MINIMUM_PER_STEP = 3
@@ -35,16 +34,8 @@ class Mistake:
 
     def apply(self, root: Path) -> Path:
         """A copy of the step's solution under `root`, with this mistake made."""
-        folder = root / self.step.slug
-        shutil.copytree(self.step.solution_dir, folder)
-        target = folder / self.file
-        text = target.read_text(encoding="utf-8")
-        assert text.count(self.replace) == 1, (
-            f"{self.name!r}: the text to replace must occur exactly once in "
-            f"solutions/{self.step.slug}/{self.file} (the solution changed?)"
-        )
-        target.write_text(text.replace(self.replace, self.with_), encoding="utf-8")
-        return folder
+        edit = Edit(file=self.file, replace=self.replace, with_=self.with_)
+        return solution_with_edits(self.step, root, [edit], self.name)
 
 
 def load_mistakes() -> list[Mistake]:
