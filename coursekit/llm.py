@@ -19,14 +19,17 @@ Generation
     if there is none, at the start of a corpus sentence). Each next word is drawn
     from the words that follow the last two in the corpus, backing off to the last
     one, then to all words. There is no end-of-text token: an answer always has
-    exactly `max_tokens` tokens. For a given (last user message, seed, max_tokens,
+    exactly `max_tokens` tokens, unless `reply`/`complete`/`stream_complete` are given
+    `stop` sequences, which cut the text before the first of them (finish_reason
+    "stop", see `cut_at_stop`). For a given (last user message, seed, max_tokens,
     temperature) the tokens are always the same, and a shorter answer is a prefix
     of a longer one with the same seed and temperature.
 
 Test double
-    `GatedLM` streams the same tokens but holds each token after the first until a
-    test lets it through, from any thread, and records whether the consumer stopped
-    the stream early (a client that disconnected).
+    `GatedLM` streams the same tokens (or, from `stream_complete`, the same deltas)
+    but holds each one after the first until a test lets it through, from any
+    thread, and records whether the consumer stopped the stream early (a client that
+    disconnected).
 
     `FailingLM` streams the same tokens and then fails mid-answer: it yields the first
     `fail_after` tokens and raises an error (`ModelError` unless told otherwise), as a

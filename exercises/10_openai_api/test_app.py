@@ -14,11 +14,13 @@ disconnects are checked by what the model did, never by a stopwatch.
 from __future__ import annotations
 
 import base64
+import functools
 import importlib
 import json
 import struct
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,9 +195,36 @@ def create(client: openai.OpenAI, what: str, **body: Any) -> Any:
         ) from None
 
 
+def graded(test: Callable[..., None]) -> Callable[..., None]:
+    """Tell an unexpected error answer, or a broken stream, as what the test saw.
+
+    The client raises its own exceptions; as an AssertionError, a failure caused by a 500
+    also names the line of your code that raised (the grader notes it).
+    """
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            test(*args, **kwargs)
+        except openai.APIStatusError as error:
+            request = error.response.request
+            raise AssertionError(
+                f"{request.method} {request.url.path} answered {error.status_code} with "
+                f"{shown_text(error.response.text)}, where the test expected a success."
+            ) from None
+        except (openai.APIConnectionError, httpx2.HTTPError) as error:
+            raise AssertionError(
+                f"The connection to your server broke ({type(error).__name__}: {error}). A "
+                "stream whose generator raises after its 200 ends like this."
+            ) from None
+
+    return run
+
+
 # --- Non-streaming completions ------------------------------------------------------------
 
 
+@graded
 def test_a_completion_parses_with_strict_validation(served: Served) -> None:
     client = served.client()
     answer = create(client, "a plain completion", model=CHAT, messages=QUESTION, seed=3)
@@ -204,6 +233,10 @@ def test_a_completion_parses_with_strict_validation(served: Served) -> None:
     expect_equal(answer.model, CHAT, "model (the id the request named)")
     if not answer.id:
         raise AssertionError("The completion's id must be a non-empty text.")
+    if abs(answer.created - time.time()) > 3600:
+        raise AssertionError(
+            f"created must be the Unix time of the answer, in seconds; got {answer.created}."
+        )
     expect_equal(len(answer.choices), 1, "the number of choices")
     choice = answer.choices[0]
     expect_equal(choice.index, 0, "choices[0].index")
@@ -212,6 +245,7 @@ def test_a_completion_parses_with_strict_validation(served: Served) -> None:
     expect_equal(choice.finish_reason, "length", "finish_reason of an answer cut at max tokens")
 
 
+@graded
 def test_max_completion_tokens_and_the_older_max_tokens_bound_the_answer(served: Served) -> None:
     client = served.client()
     cases = [
@@ -232,6 +266,7 @@ def test_max_completion_tokens_and_the_older_max_tokens_bound_the_answer(served:
         )
 
 
+@graded
 def test_seed_temperature_and_stop_reach_the_model(served: Served) -> None:
     client = served.client()
     options = {"seed": 11, "temperature": 0.5}
@@ -262,6 +297,7 @@ def test_seed_temperature_and_stop_reach_the_model(served: Served) -> None:
     )
 
 
+@graded
 def test_usage_adds_up(served: Served) -> None:
     answer = create(
         served.client(), "usage", model=CHAT, messages=QUESTION, max_completion_tokens=7
@@ -283,6 +319,7 @@ def test_usage_adds_up(served: Served) -> None:
     )
 
 
+@graded
 def test_a_tool_call_comes_back_as_tool_calls(served: Served) -> None:
     client = served.client()
     answer = create(
@@ -328,6 +365,7 @@ def test_a_tool_call_comes_back_as_tool_calls(served: Served) -> None:
 # --- Streaming ------------------------------------------------------------------------------
 
 
+@graded
 def test_a_stream_parses_and_its_content_equals_the_completion(served: Served) -> None:
     client = served.client()
     body = {"model": CHAT, "messages": QUESTION, "seed": 5, "max_completion_tokens": 9}
@@ -346,6 +384,7 @@ def test_a_stream_parses_and_its_content_equals_the_completion(served: Served) -
     expect_equal("".join(pieces), whole.choices[0].message.content, "the streamed content joined")
 
 
+@graded
 def test_the_stream_wire_format(served: Served) -> None:
     body = {"model": CHAT, "messages": QUESTION, "max_completion_tokens": 6}
     response, events = raw_stream(served, body)
@@ -376,6 +415,7 @@ def test_the_stream_wire_format(served: Served) -> None:
     expect_equal(usages, [], "usage in a stream that did not ask for it")
 
 
+@graded
 def test_include_usage_adds_one_usage_chunk_before_done(served: Served) -> None:
     body = {"model": CHAT, "messages": QUESTION, "max_completion_tokens": 6}
     response, events = raw_stream(served, {**body, "stream_options": {"include_usage": True}})
@@ -399,6 +439,7 @@ def test_include_usage_adds_one_usage_chunk_before_done(served: Served) -> None:
     )
 
 
+@graded
 def test_streamed_tool_calls_reassemble_in_the_client(served: Served) -> None:
     client = served.client()
     expected = expected_reply(ASKS_FOR_A_TOOL, tools=[COUNT_WORDS], max_tokens=16).message[
@@ -442,6 +483,7 @@ def test_streamed_tool_calls_reassemble_in_the_client(served: Served) -> None:
             )
 
 
+@graded
 def test_chunks_are_sent_as_the_model_makes_them(served: Served) -> None:
     gated = GatedLM(timeout=GATE_TIMEOUT)
     served.use_models(chat={CHAT: gated})
@@ -451,17 +493,22 @@ def test_chunks_are_sent_as_the_model_makes_them(served: Served) -> None:
         "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
     ) as response:
         expect_status(response, 200)
-        seen = ""
         lines = response.iter_lines()
+        contents: list[str] = []
         try:
-            while first_token not in seen:
-                seen += next(lines)
-        except (StopIteration, httpx2.HTTPError) as error:
+            # Read until the first chunk with content: the role chunk comes before it.
+            while not contents:
+                line = next(lines)
+                if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                    chunk = json.loads(line[5:])
+                    contents = [d.get("content") for d in deltas([chunk]) if d.get("content")]
+        except (StopIteration, httpx2.HTTPError, json.JSONDecodeError) as error:
             raise AssertionError(
                 "The first token never reached the client while the model held the second "
                 f"({type(error).__name__}). Send each chunk as the model yields it; never collect "
                 "the answer first."
             ) from None
+        expect_equal(contents, [first_token], "the content of the first chunk with content")
         expect_equal(
             gated.tokens_yielded, 1, "pieces the model had made when the first token arrived"
         )
@@ -470,6 +517,7 @@ def test_chunks_are_sent_as_the_model_makes_them(served: Served) -> None:
             pass
 
 
+@graded
 def test_a_client_that_goes_away_stops_generation(served: Served) -> None:
     gated = GatedLM(timeout=GATE_TIMEOUT)
     served.use_models(chat={CHAT: gated})
@@ -491,6 +539,7 @@ def test_a_client_that_goes_away_stops_generation(served: Served) -> None:
 # --- Errors and bounds -----------------------------------------------------------------------
 
 
+@graded
 def test_an_invalid_body_is_a_400_in_openais_shape(served: Served) -> None:
     client = served.client()
     create(client, "a valid request first", model=CHAT, messages=QUESTION, max_completion_tokens=2)
@@ -503,11 +552,13 @@ def test_an_invalid_body_is_a_400_in_openais_shape(served: Served) -> None:
         detail = expect_openai_error(error, 400, f"a request with {shown(bad)}")
         expect_equal(detail["type"], "invalid_request_error", "the error's type")
         expect_equal(detail["param"], field, "the error's param (the field at fault)")
+        expect_equal(detail["code"], None, "the 400's code")
     response = served.post("/v1/chat/completions", {"model": CHAT})
     expect_status(response, 400)
     expect_exact_keys(response.json(), ["error"], "the 400 for a body without messages")
 
 
+@graded
 def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served: Served) -> None:
     served.client().models.list()  # the right key works
     checks = [
@@ -533,12 +584,32 @@ def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served: Served) -> Non
     response = served.http.get("/v1/models")
     expect_status(response, 401)
     expect_exact_keys(response.json(), ["error"], "the 401 for no Authorization header")
+    # A server started without COMPAT_API_KEY lets no one in, whatever they send.
+    service = sys.modules["service"]
+    no_key = service.Settings(api_key=None)
+    served.app.dependency_overrides[service.get_settings] = lambda: no_key
+    for headers in ({}, {"Authorization": "Bearer nothing"}, {"Authorization": f"Bearer {KEY}"}):
+        response = served.http.get("/v1/models", headers=headers)
+        if response.status_code != 401:
+            raise AssertionError(
+                "With no API key configured (settings.api_key is None), GET /v1/models with "
+                f"headers {shown(headers)} must be a 401; got {response.status_code}."
+            )
 
 
+@graded
 def test_an_unknown_model_is_a_404_in_openais_shape(served: Served) -> None:
     served.use_models(chat={"tiny-a": get_model()}, embedders={"emb-a": embed})
     client = served.client()
-    create(client, "a known model", model="tiny-a", messages=QUESTION, max_completion_tokens=2)
+    answer = create(
+        client, "a known model", model="tiny-a", messages=QUESTION, max_completion_tokens=2
+    )
+    expect_equal(answer.model, "tiny-a", "model in the answer (the id the request named)")
+    _, events = raw_stream(served, {"model": "tiny-a", "messages": QUESTION, "max_tokens": 2})
+    models = {chunk.get("model") for chunk in chunks_of(events, "a stream of tiny-a")}
+    expect_equal(models, {"tiny-a"}, "model in the chunks (the id the request named)")
+    vectors = client.embeddings.create(model="emb-a", input="hi", encoding_format="float")
+    expect_equal(vectors.model, "emb-a", "model of the embeddings (the id the request named)")
     checks = [
         ("a completion", lambda: client.chat.completions.create(model=CHAT, messages=QUESTION)),
         (
@@ -557,7 +628,8 @@ def test_an_unknown_model_is_a_404_in_openais_shape(served: Served) -> None:
         expect_equal(detail["code"], "model_not_found", "the 404's code")
 
 
-def test_bodies_messages_and_tokens_are_bounded(served: Served, exercise: Any) -> None:
+@graded
+def test_bodies_messages_and_tokens_are_bounded(served: Served) -> None:
     schemas = sys.modules["openai_schemas"]
     too_many = [{"role": "user", "content": "hi"}] * (schemas.MAX_MESSAGES + 1)
     too_long = [{"role": "user", "content": "a" * (schemas.MAX_CONTENT_CHARS + 1)}]
@@ -591,6 +663,7 @@ def test_bodies_messages_and_tokens_are_bounded(served: Served, exercise: Any) -
 # --- Models and embeddings -----------------------------------------------------------------
 
 
+@graded
 def test_models_lists_every_model_of_the_registry(served: Served) -> None:
     served.use_models(
         chat={"tiny-a": get_model(), "tiny-b": get_model()}, embedders={"emb-a": embed}
@@ -611,6 +684,7 @@ def test_models_lists_every_model_of_the_registry(served: Served) -> None:
     )
 
 
+@graded
 def test_embeddings_match_the_embedder_in_both_formats(served: Served) -> None:
     texts = ["my parcel never arrived", "I was charged twice", "the app crashes"]
     expected = embed(texts)
