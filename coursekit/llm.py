@@ -1139,7 +1139,9 @@ def _tiny_completion(
     """
     _check_parameters(max_tokens, temperature)
     conversation = check_conversation(messages)
-    calls = _planned_tool_calls(conversation, tools or (), seed)
+    # Tools as plain dicts, whether given as dicts or as Pydantic models of their shape.
+    specs = [_plain(tool) for tool in tools or ()]
+    calls = _planned_tool_calls(conversation, specs, seed)
     if calls:
         return tool_call_completion(conversation, calls)
     quoted = " ".join(_tool_results_since_last_user(conversation)).split()

@@ -695,3 +695,22 @@ def test_gated_stream_complete_holds_each_delta_and_records_a_cancellation() -> 
     assert asyncio.run(gated.complete(messages, max_tokens=4)) == gated.reply(
         messages, max_tokens=4
     )
+
+
+def test_tools_may_be_pydantic_models_of_their_shape() -> None:
+    from pydantic import BaseModel
+
+    class Function(BaseModel):
+        name: str
+        description: str = ""
+        parameters: dict[str, Any] = {}
+
+    class Tool(BaseModel):
+        type: str = "function"
+        function: Function
+
+    tool = Tool.model_validate(COUNT_WORDS)
+    messages = [{"role": "user", "content": "count_words: a b c"}]
+    as_model = get_model().reply(messages, tools=[tool])
+    assert as_model.message == get_model().reply(messages, tools=[COUNT_WORDS]).message
+    assert as_model.finish_reason == "tool_calls"
