@@ -368,20 +368,31 @@ def test_a_tool_call_comes_back_as_tool_calls(served: Served) -> None:
 @graded
 def test_a_stream_parses_and_its_content_equals_the_completion(served: Served) -> None:
     client = served.client()
-    body = {"model": CHAT, "messages": QUESTION, "seed": 5, "max_completion_tokens": 9}
+    body: dict[str, Any] = {"model": CHAT, "messages": QUESTION, "seed": 5}
+    body |= {"max_completion_tokens": 9, "temperature": 0.7}
+    # A stop sequence too: the stream must end where the plain answer ends.
+    stop = expected_reply(QUESTION, max_tokens=9, seed=5, temperature=0.7).tokens[6]
+    body["stop"] = [stop.strip()[1:] or stop]
     whole = create(client, "the same request, not streamed", **body)
     pieces: list[str] = []
+    finishes: list[str] = []
     try:
         for chunk in client.chat.completions.create(**body, stream=True):
             expect_equal(chunk.object, "chat.completion.chunk", "object of each chunk")
             for choice in chunk.choices:
                 pieces.append(choice.delta.content or "")
+                finishes += [choice.finish_reason] if choice.finish_reason else []
     except openai.APIResponseValidationError as error:
         raise AssertionError(
             f"The client's strict validation refused a chunk {shown(error.body)}: compare it with "
             "ChatCompletionChunk in openai_schemas."
         ) from None
-    expect_equal("".join(pieces), whole.choices[0].message.content, "the streamed content joined")
+    expect_equal(
+        "".join(pieces),
+        whole.choices[0].message.content,
+        f"the streamed content joined, for {body}",
+    )
+    expect_equal(finishes, [whole.choices[0].finish_reason], "the stream's finish_reason")
 
 
 @graded
