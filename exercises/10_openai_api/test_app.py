@@ -154,12 +154,23 @@ def deltas(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def expect_openai_error(error: openai.APIStatusError, status: int, what: str) -> dict[str, Any]:
     """The error's body is OpenAI's `{"error": {message, type, param, code}}`."""
     expect_equal(error.status_code, status, f"the status of {what}")
-    body = error.response.json()
+    body = json_of(error.response, what)
     expect_exact_keys(body, ["error"], f"the body of {what}")
     expect_exact_keys(body["error"], ["message", "type", "param", "code"], f"the error of {what}")
     if not isinstance(body["error"]["message"], str) or not body["error"]["message"]:
         raise AssertionError(f"{what}: the error's message must be a non-empty text.")
     return body["error"]
+
+
+def json_of(response: httpx2.Response, what: str) -> Any:
+    """The JSON body of an answer; an AssertionError that shows it if it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        raise AssertionError(
+            f"{what}: the body must be JSON, OpenAI's error object; got "
+            f"{shown_text(response.text)}."
+        ) from None
 
 
 def expect_raises(kind: type[openai.APIStatusError], call: Any, what: str) -> Any:
@@ -566,7 +577,9 @@ def test_an_invalid_body_is_a_400_in_openais_shape(served: Served) -> None:
         expect_equal(detail["code"], None, "the 400's code")
     response = served.post("/v1/chat/completions", {"model": CHAT})
     expect_status(response, 400)
-    expect_exact_keys(response.json(), ["error"], "the 400 for a body without messages")
+    expect_exact_keys(
+        json_of(response, "the 400"), ["error"], "the 400 for a body without messages"
+    )
 
 
 @graded
@@ -594,7 +607,9 @@ def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served: Served) -> Non
         expect_equal(detail["code"], "invalid_api_key", "the 401's code")
     response = served.http.get("/v1/models")
     expect_status(response, 401)
-    expect_exact_keys(response.json(), ["error"], "the 401 for no Authorization header")
+    expect_exact_keys(
+        json_of(response, "the 401"), ["error"], "the 401 for no Authorization header"
+    )
     # A server started without COMPAT_API_KEY lets no one in, whatever they send.
     service = sys.modules["service"]
     no_key = service.Settings(api_key=None)
@@ -665,7 +680,7 @@ def test_bodies_messages_and_tokens_are_bounded(served: Served) -> None:
             raise AssertionError(
                 f"POST {path} with {what}: expected {status}, got {response.status_code}."
             )
-        expect_exact_keys(response.json(), ["error"], f"the {status} for {what}")
+        expect_exact_keys(json_of(response, what), ["error"], f"the {status} for {what}")
     big = {"model": CHAT, "messages": [{"role": "user", "content": "x" * (schemas.MAX_BODY_SIZE)}]}
     response = served.post("/v1/chat/completions", big)
     expect_equal(response.status_code, 413, "the status of a body over MAX_BODY_SIZE")
@@ -729,6 +744,16 @@ def test_embeddings_match_the_embedder_in_both_formats(served: Served) -> None:
     raw = served.post(
         "/v1/embeddings", {"model": EMBEDDER, "input": texts[:1], "encoding_format": "base64"}
     )
-    data = raw.json()["data"][0]["embedding"]
-    values = struct.unpack(f"<{len(expected[0])}f", base64.b64decode(data))
-    expect_equal(len(values), len(expected[0]), "floats in the base64 embedding")
+    data = json_of(raw, 'POST /v1/embeddings with "base64"').get("data") or [{}]
+    packed = data[0].get("embedding")
+    size = 4 * len(expected[0])  # bytes of the vector as float32
+    try:
+        values = struct.unpack(f"<{len(expected[0])}f", base64.b64decode(packed, validate=True))
+    except (TypeError, ValueError, struct.error):
+        raise AssertionError(
+            'POST /v1/embeddings with "encoding_format": "base64": the embedding must be a '
+            f"base64 text of {size} bytes (its values as little-endian float32); got "
+            f"{shown(packed if not isinstance(packed, list) else packed[:3])}."
+        ) from None
+    if list(values) != pytest.approx(expected[0], abs=1e-6):
+        raise AssertionError("The base64 embedding does not decode to the embedder's vector.")
