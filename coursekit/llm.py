@@ -19,14 +19,17 @@ Generation
     if there is none, at the start of a corpus sentence). Each next word is drawn
     from the words that follow the last two in the corpus, backing off to the last
     one, then to all words. There is no end-of-text token: an answer always has
-    exactly `max_tokens` tokens. For a given (last user message, seed, max_tokens,
+    exactly `max_tokens` tokens, unless `reply`/`complete`/`stream_complete` are given
+    `stop` sequences, which cut the text before the first of them (finish_reason
+    "stop", see `cut_at_stop`). For a given (last user message, seed, max_tokens,
     temperature) the tokens are always the same, and a shorter answer is a prefix
     of a longer one with the same seed and temperature.
 
 Test double
-    `GatedLM` streams the same tokens but holds each token after the first until a
-    test lets it through, from any thread, and records whether the consumer stopped
-    the stream early (a client that disconnected).
+    `GatedLM` streams the same tokens (or, from `stream_complete`, the same deltas)
+    but holds each one after the first until a test lets it through, from any
+    thread, and records whether the consumer stopped the stream early (a client that
+    disconnected).
 
     `FailingLM` streams the same tokens and then fails mid-answer: it yields the first
     `fail_after` tokens and raises an error (`ModelError` unless told otherwise), as a
@@ -37,6 +40,7 @@ Test double
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -283,9 +287,10 @@ class TinyLM:
         max_tokens: int = 32,
         seed: int = 0,
         temperature: float = 1.0,
+        stop: str | Sequence[str] | None = None,
     ) -> Completion:
         """Return, at once, the `Completion` that `complete` would return."""
-        return _tiny_completion(self, messages, tools, max_tokens, seed, temperature)
+        return _tiny_completion(self, messages, tools, max_tokens, seed, temperature, stop)
 
     async def complete(
         self,
@@ -295,14 +300,21 @@ class TinyLM:
         max_tokens: int = 32,
         seed: int = 0,
         temperature: float = 1.0,
+        stop: str | Sequence[str] | None = None,
     ) -> Completion:
         """The assistant's next message for `messages`: text, or calls of `tools`.
 
         Raises `ConversationError` for a conversation OpenAI's API would refuse
-        with a 400 (see `check_conversation`).
+        with a 400 (see `check_conversation`). With `stop`, a text answer ends just
+        before the first stop sequence it contains, with finish_reason "stop".
         """
         completion = self.reply(
-            messages, tools=tools, max_tokens=max_tokens, seed=seed, temperature=temperature
+            messages,
+            tools=tools,
+            max_tokens=max_tokens,
+            seed=seed,
+            temperature=temperature,
+            stop=stop,
         )
         await asyncio.sleep(self.delay)
         return completion
@@ -315,10 +327,16 @@ class TinyLM:
         max_tokens: int = 32,
         seed: int = 0,
         temperature: float = 1.0,
+        stop: str | Sequence[str] | None = None,
     ) -> AsyncIterator[CompletionDelta]:
         """The same message as `complete`, as deltas (see `CompletionDelta`)."""
         completion = self.reply(
-            messages, tools=tools, max_tokens=max_tokens, seed=seed, temperature=temperature
+            messages,
+            tools=tools,
+            max_tokens=max_tokens,
+            seed=seed,
+            temperature=temperature,
+            stop=stop,
         )
         for delta in completion.deltas():
             await asyncio.sleep(self.delay)
@@ -332,6 +350,7 @@ def get_model(delay: float = 0.0) -> TinyLM:
 
 
 StopReason: TypeAlias = Literal["completed", "closed", "cancelled", "timeout"]
+_Item = TypeVar("_Item")
 
 
 class GatedLM:
@@ -416,16 +435,92 @@ class GatedLM:
     ) -> AsyncIterator[str]:
         """Yield the wrapped model's tokens, holding each after the first at the gate."""
         tokens = self.generate(messages, max_tokens=max_tokens, seed=seed, temperature=temperature)
+        # aclosing: when our consumer closes this stream, the gated one closes at once.
+        async with contextlib.aclosing(self._gated(tokens)) as items:
+            async for token in items:
+                yield token
+
+    def reply(
+        self,
+        messages: Messages | Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+    ) -> Completion:
+        """The wrapped model's `Completion`, at once (no gate: what a test expects)."""
+        return self.model.reply(
+            messages,
+            tools=tools,
+            max_tokens=max_tokens,
+            seed=seed,
+            temperature=temperature,
+            stop=stop,
+        )
+
+    async def complete(
+        self,
+        messages: Messages | Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+    ) -> Completion:
+        """The wrapped model's `Completion`, not gated (only streams are)."""
+        await asyncio.sleep(0)
+        return self.reply(
+            messages,
+            tools=tools,
+            max_tokens=max_tokens,
+            seed=seed,
+            temperature=temperature,
+            stop=stop,
+        )
+
+    async def stream_complete(
+        self,
+        messages: Messages | Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int = 32,
+        seed: int = 0,
+        temperature: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+    ) -> AsyncIterator[CompletionDelta]:
+        """The wrapped model's deltas, each after the first held at the gate.
+
+        Each delta counts as one token in `tokens_yielded`, the last one (with the
+        finish reason and usage) included.
+        """
+        completion = self.reply(
+            messages,
+            tools=tools,
+            max_tokens=max_tokens,
+            seed=seed,
+            temperature=temperature,
+            stop=stop,
+        )
+        # aclosing: when our consumer closes this stream, the gated one closes at once.
+        async with contextlib.aclosing(self._gated(completion.deltas())) as items:
+            async for delta in items:
+                yield delta
+
+    async def _gated(self, items: Sequence[_Item]) -> AsyncIterator[_Item]:
+        """Yield `items`, each after the first once the gate lets it through."""
         self.started.set()
         reason: StopReason = "closed"
         try:
-            for index, token in enumerate(tokens):
+            for index, item in enumerate(items):
                 if index > 0:
                     await self._pass_gate()
                 with self._yielded:
                     self._tokens_yielded += 1
                     self._yielded.notify_all()
-                yield token
+                yield item
             reason = "completed"
         except GeneratorExit:
             # The consumer called aclose(), or dropped the stream mid-way.
@@ -1033,15 +1128,20 @@ def _tiny_completion(
     max_tokens: int,
     seed: int,
     temperature: float,
+    stop: str | Sequence[str] | None = None,
 ) -> Completion:
     """TinyLM's policy: call the tools the user named; otherwise write text.
 
     After tool results, the answer repeats them first (the model "read" them), then
     goes on as `generate` would for the last user message, up to `max_tokens` tokens.
+    A text answer that contains one of the `stop` sequences is cut just before the
+    first of them (see `cut_at_stop`) and ends with finish_reason "stop".
     """
     _check_parameters(max_tokens, temperature)
     conversation = check_conversation(messages)
-    calls = _planned_tool_calls(conversation, tools or (), seed)
+    # Tools as plain dicts, whether given as dicts or as Pydantic models of their shape.
+    specs = [_plain(tool) for tool in tools or ()]
+    calls = _planned_tool_calls(conversation, specs, seed)
     if calls:
         return tool_call_completion(conversation, calls)
     quoted = " ".join(_tool_results_since_last_user(conversation)).split()
@@ -1050,8 +1150,38 @@ def _tiny_completion(
     )
     words = [*quoted, *(token.strip() for token in generated)][:max_tokens]
     tokens = [words[0], *(" " + word for word in words[1:])]
-    # TinyLM has no end-of-text token: every text answer stops at max_tokens.
+    cut = cut_at_stop(tokens, stop)
+    if cut is not None:
+        return text_completion(conversation, cut, "stop")
+    # TinyLM has no end-of-text token: without a stop sequence, it stops at max_tokens.
     return text_completion(conversation, tokens, "length")
+
+
+def cut_at_stop(tokens: Sequence[str], stop: str | Sequence[str] | None) -> list[str] | None:
+    """The tokens up to the first stop sequence in their text; None if none occurs.
+
+    As OpenAI's API does, the text ends just before the earliest occurrence of any of
+    the `stop` strings (a string is one sequence), and the stop sequence itself is
+    not returned. A token that the cut falls inside is shortened; a token left empty
+    is dropped. Empty stop strings are ignored.
+    """
+    sequences = [stop] if isinstance(stop, str) else list(stop or ())
+    text = "".join(tokens)
+    found = [text.find(sequence) for sequence in sequences if sequence]
+    found = [index for index in found if index >= 0]
+    if not found:
+        return None
+    end = min(found)
+    cut: list[str] = []
+    position = 0
+    for token in tokens:
+        if position >= end:
+            break
+        piece = token[: end - position]
+        if piece:
+            cut.append(piece)
+        position += len(token)
+    return cut
 
 
 class ToolChatModel(Protocol):

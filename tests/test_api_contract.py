@@ -99,11 +99,17 @@ def _chat(stack: ExitStack, tmp: Path) -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEY}"}
 
 
+def _compatible(stack: ExitStack, tmp: Path) -> dict[str, str]:
+    stack.enter_context(environment({"COMPAT_API_KEY": API_KEY}))
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
 SETUPS: dict[str, Setup] = {
     "05_dependency_injection": _predictor,
     "06_async_concurrency": _ensemble,
     "07_background_jobs": _jobs,
     "09_chat_sessions": _chat,
+    "10_openai_api": _compatible,
 }
 
 

@@ -640,3 +640,77 @@ def test_openai_chat_model_streams_content_and_puts_tool_call_fragments_together
     assert len(deltas) == 4 and stream.closed
     assert requests[0]["stream"] is True
     assert requests[0]["stream_options"] == {"include_usage": True}
+
+
+def test_a_stop_sequence_cuts_the_answer_before_it_and_finishes_with_stop() -> None:
+    messages = [{"role": "user", "content": "How do I serve a model?"}]
+    whole = get_model().reply(messages, max_tokens=12)
+    content = whole.message["content"]
+    assert whole.finish_reason == "length"
+    # A stop inside the fourth word: the text ends just before it, the word is shortened.
+    words = content.split(" ")
+    stop = words[3][1:] if len(words[3]) > 1 else words[3]
+    cut = get_model().reply(messages, max_tokens=12, stop=["zzz-never", stop])
+    expected = content[: content.index(stop)]
+    assert cut.message["content"] == expected
+    assert "".join(cut.tokens) == expected and all(cut.tokens)
+    assert cut.finish_reason == "stop"
+    assert cut.usage.completion_tokens == count_tokens(expected)
+    # A single string works as one sequence; none found keeps "length".
+    assert get_model().reply(messages, max_tokens=12, stop=stop).message == cut.message
+    assert get_model().reply(messages, max_tokens=12, stop="zzz-never").finish_reason == "length"
+
+
+def test_a_stop_at_the_very_start_gives_an_empty_answer() -> None:
+    messages = [{"role": "user", "content": "How do I serve a model?"}]
+    first = get_model().reply(messages, max_tokens=4).tokens[0]
+    cut = get_model().reply(messages, max_tokens=4, stop=first[:2])
+    assert (cut.message["content"], cut.tokens, cut.finish_reason) == ("", (), "stop")
+    assert [d.finish_reason for d in cut.deltas()] == ["stop"]
+
+
+def test_gated_stream_complete_holds_each_delta_and_records_a_cancellation() -> None:
+    gated = GatedLM(timeout=5.0)
+    messages = [{"role": "user", "content": "How do I serve a model?"}]
+    expected = gated.reply(messages, max_tokens=4).deltas()
+
+    async def scenario() -> list[Any]:
+        stream = gated.stream_complete(messages, max_tokens=4)
+        first = await anext(stream)
+        assert gated.tokens_yielded == 1
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # the second delta is held
+        gated.allow(1)
+        second = await waiting
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.02)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        return [first, second]
+
+    assert asyncio.run(scenario()) == expected[:2]
+    assert gated.closed_early.is_set() and gated.stop_reason == "cancelled"
+    assert asyncio.run(gated.complete(messages, max_tokens=4)) == gated.reply(
+        messages, max_tokens=4
+    )
+
+
+def test_tools_may_be_pydantic_models_of_their_shape() -> None:
+    from pydantic import BaseModel
+
+    class Function(BaseModel):
+        name: str
+        description: str = ""
+        parameters: dict[str, Any] = {}
+
+    class Tool(BaseModel):
+        type: str = "function"
+        function: Function
+
+    tool = Tool.model_validate(COUNT_WORDS)
+    messages = [{"role": "user", "content": "count_words: a b c"}]
+    as_model = get_model().reply(messages, tools=[tool])
+    assert as_model.message == get_model().reply(messages, tools=[COUNT_WORDS]).message
+    assert as_model.finish_reason == "tool_calls"
