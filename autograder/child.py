@@ -145,17 +145,23 @@ class ChildPlugin:
         """
         from starlette.middleware.errors import ServerErrorMiddleware
 
-        original = ServerErrorMiddleware.__call__
+        original = ServerErrorMiddleware.__init__
         errors = self._server_errors
 
-        async def recording(self: ServerErrorMiddleware, scope: Any, receive: Any, send: Any):  # type: ignore[no-untyped-def]
-            try:
-                await original(self, scope, receive, send)
-            except Exception as exc:
-                errors.append(exc)
-                raise
+        # The note is taken inside the middleware, around the app it wraps: the middleware
+        # sends its 500 before it re-raises, so a client under a real server could read
+        # the 500 (and the test fail) before a note taken outside it was written.
+        def wrapping(self: ServerErrorMiddleware, app: Any, *args: Any, **kwargs: Any) -> None:
+            async def noted(scope: Any, receive: Any, send: Any) -> None:
+                try:
+                    await app(scope, receive, send)
+                except Exception as exc:
+                    errors.append(exc)
+                    raise
 
-        ServerErrorMiddleware.__call__ = recording  # type: ignore[method-assign]
+            original(self, noted, *args, **kwargs)
+
+        ServerErrorMiddleware.__init__ = wrapping  # type: ignore[method-assign]
 
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]

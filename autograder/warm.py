@@ -66,6 +66,12 @@ MODULES = (
     "coursekit.models",
     "coursekit.server",
     "coursekit.upstream",
+    # The official client step 10 is graded with: about 0.6 s to import.
+    "openai",
+    "openai.lib.streaming.chat",
+    "openai.resources.chat",
+    "openai.resources.embeddings",
+    "openai.resources.models",
 )
 # What a real uvicorn server imports when it starts (coursekit.server imports it late).
 SERVER_MODULES = (
