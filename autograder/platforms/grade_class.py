@@ -1,0 +1,167 @@
+"""Grade a class: every `SUBMISSIONS/<student>/` (laid out like exercises/), in parallel.
+
+Each student is one `python -m autograder grade --source-root` process of its own (a
+warm process for that student only, nothing shared), at most one per CPU at once, and
+under a wall-clock limit: a submission that hangs or crashes costs only its own grade.
+Writes `OUT/<student>.json` (Gradescope's format) and `OUT/grades.csv`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from autograder.catalog import ROOT, Step
+
+
+def grade_class(
+    submissions: Path,
+    out: Path,
+    steps: list[Step],
+    *,
+    jobs: int | None = None,
+    student_timeout: float = 1800,
+    test_timeout: float | None = None,
+    import_timeout: float | None = None,
+) -> int:
+    students = sorted(
+        path for path in submissions.iterdir() if path.is_dir() and not path.name.startswith(".")
+    )
+    if not students:
+        print(f"No student folders in {submissions}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    # Each student's grading runs its steps in parallel already; one student per CPU
+    # keeps a class from crowding the machine (and the warm processes from piling up).
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(students)))
+    lock = threading.Lock()
+    done: list[str] = []
+    started = time.monotonic()
+
+    def one(student: Path) -> dict[str, object]:
+        result = _grade_student(student, out, steps, student_timeout, test_timeout, import_timeout)
+        with lock:
+            done.append(student.name)
+            elapsed = time.monotonic() - started
+            print(
+                f"[{len(done)}/{len(students)}] {student.name}: "
+                f"{result['score']}/{result['max_score']} ({elapsed:.0f} s)",
+                flush=True,
+            )
+        return result
+
+    print(f"Grading {len(students)} submissions, {jobs} at a time", flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(one, students))
+    _write_csv(out / "grades.csv", steps, students, results)
+    elapsed = time.monotonic() - started
+    print(
+        f"Graded {len(students)} submissions in {elapsed:.1f} s "
+        f"({len(students) / elapsed * 60:.1f} per minute); wrote {out / 'grades.csv'}",
+        flush=True,
+    )
+    return 0
+
+
+def _grade_student(
+    student: Path,
+    out: Path,
+    steps: list[Step],
+    limit: float,
+    test_timeout: float | None,
+    import_timeout: float | None,
+) -> dict[str, object]:
+    target = out / f"{student.name}.json"
+    target.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "autograder", "grade", *(step.id for step in steps)]
+    command += ["--source-root", str(student.resolve()), "--json", str(target.resolve())]
+    if test_timeout:
+        command += ["--test-timeout", str(test_timeout)]
+    if import_timeout:
+        command += ["--import-timeout", str(import_timeout)]
+    env = {**os.environ, "AUTOGRADER_SHARED_WARM": "0"}
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=os.name != "nt",  # its whole tree can be ended at once
+        )
+        reason = ""
+        try:
+            process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            reason = f"grading took longer than {limit:.0f} s and was stopped"
+        finally:
+            _end(process)
+        if not reason and not target.is_file():
+            log.seek(0)
+            tail = log.read().decode("utf-8", "replace").strip().splitlines()[-1:]
+            reason = "the grader wrote no results" + (f": {tail[0]}" if tail else "")
+    if reason:
+        result = _zero(steps, f"{student.name}: {reason}.")
+        target.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return result
+    return json.loads(target.read_text(encoding="utf-8"))
+
+
+def _zero(steps: list[Step], reason: str) -> dict[str, object]:
+    tests = [
+        {
+            "name": f"{step.id} {step.title}: {test.name}",
+            "number": f"{step.id}.{index}",
+            "score": 0,
+            "max_score": test.points,
+            "status": "failed",
+            "output": reason,
+        }
+        for step in steps
+        for index, test in enumerate(step.tests, start=1)
+    ]
+    max_score = sum(step.max_points for step in steps)
+    return {"score": 0, "max_score": max_score, "output": reason, "tests": tests}
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """End the student's grader: first as Ctrl-C would (it then ends the children it
+    started in sessions of their own), then its whole process group, by force."""
+    if process.poll() is None:
+        with contextlib.suppress(OSError):
+            process.send_signal(signal.SIGINT if os.name != "nt" else signal.CTRL_BREAK_EVENT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+    if os.name != "nt":
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.kill()
+    with contextlib.suppress(Exception):
+        process.wait(timeout=5)
+
+
+def _write_csv(
+    path: Path, steps: list[Step], students: list[Path], results: list[dict[str, object]]
+) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["student", *(f"step {step.id}" for step in steps), "total"])
+        for student, result in zip(students, results, strict=True):
+            per_step = dict.fromkeys((step.id for step in steps), 0)
+            for test in result.get("tests", []):  # type: ignore[union-attr]
+                step_id = str(test["name"]).split(" ", 1)[0]
+                if step_id in per_step:
+                    per_step[step_id] += int(test["score"])
+            writer.writerow([student.name, *per_step.values(), sum(per_step.values())])
