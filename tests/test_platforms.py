@@ -329,3 +329,20 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_grade_class_stops_a_student_past_the_time_limit_and_scores_it_zero(
+    tmp_path: Path,
+) -> None:
+    submissions = tmp_path / "class"
+    shutil.copytree(ROOT / "solutions" / FIRST.slug, submissions / "slow" / FIRST.slug)
+    out = tmp_path / "grades"
+    completed = autograder(
+        "grade-class", str(submissions), "--out", str(out), "--steps", FIRST.id,
+        "--student-timeout", "0.5",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    graded = json.loads((out / "slow.json").read_text(encoding="utf-8"))
+    assert graded["score"] == 0 and "longer than" in graded["output"]
+    assert graded["max_score"] == FIRST.max_points
+    assert "slow,0,0" in (out / "grades.csv").read_text(encoding="utf-8")
