@@ -5,12 +5,15 @@ grader's records, so each is checked against course.toml's points."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -259,8 +262,24 @@ def test_gradescope_grades_only_the_learner_modules_of_a_submission(
     # A submission's own tests and conftest never grade it: both would pass anything.
     (third / "test_app.py").write_text("def test_anything():\n    pass\n", encoding="utf-8")
     (third / "conftest.py").write_text("raise SystemExit(0)\n", encoding="utf-8")
+    # A process the submission leaves behind, in a session of its own, ends with the run.
+    pids = tmp_path / "left.pids"
+    app = submission / FIRST.slug / "app.py"
+    app.write_text(
+        app.read_text(encoding="utf-8")
+        + "\nimport subprocess as _sp, sys as _sys\n"
+        + "_left = _sp.Popen([_sys.executable, '-c', 'import time; time.sleep(600)'],"
+        + " start_new_session=True)\n"
+        + f"open({str(pids)!r}, 'a').write(f'{{_left.pid}}\\n')\n",
+        encoding="utf-8",
+    )
     shutil.copytree(submission, root / "submission" / "exercises")
     results = run_autograder(root)
+    left = [int(pid) for pid in pids.read_text().split() if _alive(pid)]
+    for pid in left:  # a failing check must not leave them running either
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes the submission started were still running: {left}"
     assert results["score"] == FIRST.max_points + SECOND.max_points, results.get("output")
     assert results["max_score"] == sum(step.max_points for step in STEPS)
     earned = {test["name"].split(" ", 1)[0] for test in results["tests"] if test["score"]}
@@ -346,3 +365,53 @@ def test_grade_class_stops_a_student_past_the_time_limit_and_scores_it_zero(
     assert graded["score"] == 0 and "longer than" in graded["output"]
     assert graded["max_score"] == FIRST.max_points
     assert "slow,0,0" in (out / "grades.csv").read_text(encoding="utf-8")
+
+
+def test_ending_a_student_ends_every_process_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autograder.platforms import grade_class
+    from autograder.platforms.grade_class import _descendants, _end
+
+    monkeypatch.setattr(grade_class, "GRACE", 0.5)  # it ignores Ctrl-C: no need to wait 10 s
+
+    if not Path("/proc").is_dir():
+        pytest.skip("lists processes through /proc (Linux)")
+    # A grader stand-in whose child starts a grandchild in a session of its own, and
+    # which ignores Ctrl-C: all three must end.
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " start_new_session=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        for _ in range(3000):  # up to 30 s for two interpreters to start on a busy machine
+            tree = _descendants(process.pid)
+            if tree:
+                break
+            time.sleep(0.01)  # waiting for the stand-in to start its child, not timing it
+        assert tree, "the stand-in started no child"
+        _end(process)
+        assert process.poll() is not None
+        # SIGKILL is delivered at once but a process takes a moment to die on a busy
+        # machine: wait for that (up to 10 s), it is not what is being judged.
+        for _ in range(1000):
+            left = [pid for pid in tree if _alive(pid)]
+            if not left:
+                break
+            time.sleep(0.01)
+        assert not left, f"processes still running after the student was ended: {left}"
+    finally:
+        process.kill()
+
+
+def _alive(pid: int | str) -> bool:
+    return Path(f"/proc/{pid}").exists() and not _zombie(pid)
+
+
+def _zombie(pid: int | str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from autograder.catalog import ROOT, Step
 
+GRACE = 10.0  # seconds a stopped grader gets to end its children itself
+
 
 def grade_class(
     submissions: Path,
@@ -136,20 +138,52 @@ def _zero(steps: list[Step], reason: str) -> dict[str, object]:
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
-    """End the student's grader: first as Ctrl-C would (it then ends the children it
-    started in sessions of their own), then its whole process group, by force."""
+    """End the student's grader and everything it started.
+
+    First as Ctrl-C would (it then ends the children it started in sessions of their
+    own), then by force: its process group, and every process descended from it,
+    listed before the grader could exit and leave them to init.
+    """
+    tree = _descendants(process.pid)
     if process.poll() is None:
         with contextlib.suppress(OSError):
             process.send_signal(signal.SIGINT if os.name != "nt" else signal.CTRL_BREAK_EVENT)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-    if os.name != "nt":
+            process.wait(timeout=GRACE)
+    if os.name == "nt":
+        process.kill()
+    else:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-    else:
-        process.kill()
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
         process.wait(timeout=5)
+
+
+def _descendants(root: int) -> list[int]:
+    """The processes descended from `root`, where /proc lists them (Linux); else none."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name (2nd field) may hold spaces: the parent id follows its ")".
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _write_csv(

@@ -26,6 +26,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from autograder.platforms.grade_class import _descendants
+
 # What the zip leaves out of the course: what a grade never needs, and the solutions.
 LEFT_OUT = ("solutions/", "lessons/", "docs/", "tests/", "benchmarks/", ".github/", "site/")
 USER = "autograder-student"
@@ -195,6 +197,7 @@ def _user() -> tuple[dict[str, int], str]:
 
 
 def run() -> int:
+    _become_subreaper()
     root = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
     results_path = root / "results" / "results.json"
     results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,10 +272,26 @@ def _grade_in(root: Path, scratch: Path, limit: float) -> dict[str, object]:
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
+    """End the grading and every process it left: its group, and on Linux (where this
+    runner is a subreaper, so orphans become its children) every descendant."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
         process.wait(timeout=5)
+
+
+def _become_subreaper() -> None:
+    """Linux: processes the grading leaves behind become this runner's children."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 if __name__ == "__main__":
