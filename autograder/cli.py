@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     grade_cmd.add_argument("steps", nargs="*", help="step ids such as 01 (default: all)")
     grade_cmd.add_argument("--solutions", action="store_true", help="grade solutions/")
     grade_cmd.add_argument("--source-root", type=Path, help="grade DIR/NN_slug/ per step")
-    grade_cmd.add_argument("--json", type=Path, help="write Gradescope's results.json here")
+    grade_cmd.add_argument("--json", type=Path, help="write results.json here (see --format)")
     grade_cmd.add_argument("--test-timeout", type=float, help="seconds per test")
     grade_cmd.add_argument(
         "-v", "--verbose", action="count", default=0, help="every failure in full, with hints"

@@ -29,7 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--json",
         metavar="PATH",
         dest="autograder_json",
-        help="also write the results in Gradescope's results.json format to PATH",
+        help="also write the results to PATH (Gradescope's results.json, or see --format)",
     )
     group.addoption(
         "--format",
