@@ -12,9 +12,10 @@ from autograder.engine import Settings, grade
 from autograder.lastrun import duration as last_duration
 from autograder.lastrun import recall, remember
 from autograder.messages import show_path
+from autograder.platforms import commands as platforms
 from autograder.processes import sandbox_warm_process
 from autograder.records import Record
-from autograder.reports import score_table, step_summary, wrap, write_gradescope
+from autograder.reports import score_table, step_summary, wrap
 
 
 def run_grading(
@@ -27,6 +28,9 @@ def run_grading(
     json_path: Path | None = None,
     test_timeout: float | None = None,
     verbose: int = 0,
+    report_format: str = "gradescope",
+    github_output: bool = False,
+    import_timeout: float | None = None,
 ) -> int:
     """Grade `steps`, print each step's summary and the table; 0 if every test passed."""
     select = select or {}
@@ -61,14 +65,21 @@ def run_grading(
         source=source,
         select=chosen,
         test_timeout=test_timeout,
+        import_timeout=import_timeout,
         expected=last_duration,
         sandboxed=source_root is not None,
     )
     records = grade(steps, settings, on_step_done=report)
-    if json_path is not None:
-        write_gradescope(records, json_path)
-        print(f"Wrote {json_path}")
+    reported = platforms.write_reports(
+        records,
+        steps,
+        json_path=json_path,
+        report_format=report_format,
+        github_output=github_output,
+    )
     print(score_table(steps, records), flush=True)
+    if reported:
+        return 0  # GitHub Classroom's reporter judges the result; later steps must run
     return 0 if all(record.passed for record in records) else 1
 
 
@@ -99,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     grade_cmd.add_argument("steps", nargs="*", help="step ids such as 01 (default: all)")
     grade_cmd.add_argument("--solutions", action="store_true", help="grade solutions/")
     grade_cmd.add_argument("--source-root", type=Path, help="grade DIR/NN_slug/ per step")
-    grade_cmd.add_argument("--json", type=Path, help="write Gradescope's results.json here")
+    grade_cmd.add_argument("--json", type=Path, help="write results.json here (see --format)")
     grade_cmd.add_argument("--test-timeout", type=float, help="seconds per test")
     grade_cmd.add_argument(
         "-v", "--verbose", action="count", default=0, help="every failure in full, with hints"
     )
+    platforms.add_grade_options(grade_cmd)
     hint_cmd = commands.add_parser(
         "hint", help="the code-level hints of a step's failing tests (from the last run)"
     )
@@ -117,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "pristine", help="check (or --update) the fingerprints of the shipped stubs"
     )
     pristine_cmd.add_argument("--update", action="store_true", help="rewrite pristine.json")
+    platforms.add_commands(commands)
     args = parser.parse_args(argv)
     catalog = load_catalog()
 
@@ -129,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             json_path=args.json,
             test_timeout=args.test_timeout,
             verbose=args.verbose,
+            report_format=args.report_format,
+            github_output=args.github_output,
+            import_timeout=args.import_timeout,
         )
+    if args.command in platforms.COMMANDS:
+        return platforms.run_command(args)
     if args.command == "hint":
         return _hint(catalog.step(args.step))
     if args.command == "pristine":

@@ -29,7 +29,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--json",
         metavar="PATH",
         dest="autograder_json",
-        help="also write the results in Gradescope's results.json format to PATH",
+        help="also write the results to PATH (Gradescope's results.json, or see --format)",
+    )
+    group.addoption(
+        "--format",
+        dest="autograder_format",
+        choices=("gradescope", "classroom", "exercism"),
+        default="gradescope",
+        help="the format --json writes: gradescope (default), classroom or exercism (v3)",
     )
     group.addoption(
         "--test-timeout",
@@ -63,6 +70,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         select=select,
         json_path=Path(option.autograder_json) if option.autograder_json else None,
         test_timeout=option.autograder_test_timeout,
+        report_format=option.autograder_format,
         keyword=option.keyword,
         verbose=option.verbose,
     )
