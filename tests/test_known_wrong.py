@@ -38,6 +38,9 @@ class Mistake:
         folder = root / self.step.slug
         shutil.copytree(self.step.solution_dir, folder)
         target = folder / self.file
+        if not self.replace:  # no `replace`: `with` is the whole file (a learner's suite)
+            target.write_text(self.with_, encoding="utf-8")
+            return folder
         text = target.read_text(encoding="utf-8")
         assert text.count(self.replace) == 1, (
             f"{self.name!r}: the text to replace must occur exactly once in "
@@ -59,7 +62,7 @@ def load_mistakes() -> list[Mistake]:
                     step=step,
                     name=raw["name"],
                     file=raw["file"],
-                    replace=raw["replace"],
+                    replace=raw.get("replace", ""),
                     with_=raw["with"],
                     caught_by=tuple(raw.get("caught_by", [])),
                 )
