@@ -16,6 +16,7 @@ The runs happen two at a time, in the background, as soon as the first test asks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -91,6 +92,34 @@ SERVICES |= {m["name"]: the_service([(m["replace"], m["with"])]) for m in CATALO
 EQUIVALENTS = [rewrite["name"] for rewrite in CATALOG["equivalents"]]
 
 
+def hypothesis_folder(scratch: Path) -> Path:
+    """A fresh hypothesis folder for one run, holding only its table of Unicode characters.
+
+    Building that table costs a fresh folder about 3 s of CPU, so it is kept between
+    runs (in .autograder/); the examples hypothesis saves are not, so no run's outcome
+    depends on what an earlier run (another mutant, another submission) found.
+    """
+    kept = ROOT / ".autograder" / "hypothesis" / "unicode_data"
+    folder = scratch / "hypothesis"
+    if kept.is_dir():
+        shutil.copytree(kept, folder / "unicode_data")
+    return folder
+
+
+def keep_unicode_table(scratch: Path) -> None:
+    """Keep the table a run built, for the runs to come (the first one to finish wins)."""
+    built = scratch / "hypothesis" / "unicode_data"
+    kept = ROOT / ".autograder" / "hypothesis" / "unicode_data"
+    if built.is_dir() and not kept.is_dir():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        # Copied beside, then renamed: a run starting meanwhile never copies half a table.
+        partial = Path(tempfile.mkdtemp(dir=kept.parent)) / "unicode_data"
+        shutil.copytree(built, partial)
+        with contextlib.suppress(OSError):  # another run kept its table first
+            partial.rename(kept)
+        shutil.rmtree(partial.parent, ignore_errors=True)
+
+
 def run_suite(suite: Path, service: str) -> SuiteRun:
     """Run the learner's suite against one version of the service, in a new process."""
     run = SuiteRun(service)
@@ -112,9 +141,7 @@ def run_suite(suite: Path, service: str) -> SuiteRun:
             # As in every graded run: the suite enables the plugins it uses itself.
             "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
-            # One hypothesis folder for every run: building its table of Unicode
-            # characters costs a fresh folder about 3 s, a kept one nothing.
-            "HYPOTHESIS_STORAGE_DIRECTORY": str(ROOT / ".autograder" / "hypothesis"),
+            "HYPOTHESIS_STORAGE_DIRECTORY": str(hypothesis_folder(Path(scratch))),
             "PYTHONPATH": os.pathsep.join(
                 [str(MUTANTS), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
@@ -135,6 +162,7 @@ def run_suite(suite: Path, service: str) -> SuiteRun:
         except subprocess.TimeoutExpired:
             run.timed_out = True
             return run
+        keep_unicode_table(Path(scratch))
         run.exit_code = done.returncode
         run.summary = [
             line.strip()
