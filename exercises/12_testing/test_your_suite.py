@@ -371,3 +371,9 @@ def test_catches_model_override_ignored(runs: dict[str, Future[SuiteRun]]) -> No
 
 def test_catches_confidence_renamed(runs: dict[str, Future[SuiteRun]]) -> None:
     expect_caught(runs, "confidence_renamed")
+
+
+# An author's check: each mutant of mutants.toml has its graded test above, and no more.
+_graded = {name.removeprefix("test_catches_") for name in dir() if name.startswith("test_catches_")}
+if _graded != set(BUGS):
+    raise RuntimeError(f"mutants.toml and test_catches_* differ: {sorted(_graded ^ set(BUGS))}")
