@@ -64,6 +64,8 @@ def models(module: ModuleType) -> dict[str, list[str]]:
 def test_same_routes_and_names(step: Step) -> None:
     require_shipped_stubs(step)
     for module in step.modules:
+        if module.startswith("test_"):
+            continue  # a learner's own test suite (step 12) names its tests as it likes
         stub = load(step.exercise_dir, module, f"stub{step.id}")
         solution = load(step.solution_dir, module, f"solution{step.id}")
         assert public_names(stub) == public_names(solution), (

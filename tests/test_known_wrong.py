@@ -34,7 +34,10 @@ class Mistake:
 
     def apply(self, root: Path) -> Path:
         """A copy of the step's solution under `root`, with this mistake made."""
-        edit = Edit(file=self.file, replace=self.replace, with_=self.with_)
+        if not self.replace:  # no `replace`: `with` is the whole file (a learner's suite)
+            edit = Edit(file=self.file, content=self.with_)
+        else:
+            edit = Edit(file=self.file, replace=self.replace, with_=self.with_)
         return solution_with_edits(self.step, root, [edit], self.name)
 
 
@@ -50,7 +53,7 @@ def load_mistakes() -> list[Mistake]:
                     step=step,
                     name=raw["name"],
                     file=raw["file"],
-                    replace=raw["replace"],
+                    replace=raw.get("replace", ""),
                     with_=raw["with"],
                     caught_by=tuple(raw.get("caught_by", [])),
                 )
