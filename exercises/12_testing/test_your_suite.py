@@ -11,7 +11,8 @@ folder holding a copy of `test_service.py` beside one version of the given servi
 - each mutant (`autograder/mutants/12_testing/mutants.toml`): the service with one bug.
   A mutant is caught when a test of yours that passed on the correct service fails on
   it. Nothing else counts: not what your suite prints, writes or returns.
-The runs happen two at a time, in the background, as soon as the first test asks.
+One runner (`autograder.suites`) makes the runs, two at a time, each a process of its
+own, forked from it where the OS allows: it imports pytest and the rest once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -120,63 +121,87 @@ def keep_unicode_table(scratch: Path) -> None:
         shutil.rmtree(partial.parent, ignore_errors=True)
 
 
-def run_suite(suite: Path, service: str) -> SuiteRun:
-    """Run the learner's suite against one version of the service, in a new process."""
-    run = SuiteRun(service)
-    with tempfile.TemporaryDirectory(prefix="suite-") as scratch:
-        folder = Path(scratch) / "suite"
-        folder.mkdir()
-        shutil.copyfile(suite, folder / "test_service.py")
-        (folder / "service.py").write_text(SERVICES[service], encoding="utf-8")
-        # Its own config file, so pytest stops looking upwards for the course's.
-        (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-        report = Path(scratch) / "report.json"
+def prepare_run(scratch: Path, suite: Path, service: str) -> dict[str, str]:
+    """A folder holding a copy of the suite beside one version of the service."""
+    place = scratch / service
+    folder = place / "suite"
+    folder.mkdir(parents=True)
+    shutil.copyfile(suite, folder / "test_service.py")
+    (folder / "service.py").write_text(SERVICES[service], encoding="utf-8")
+    # Its own config file, so pytest stops looking upwards for the course's.
+    (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    env = {
+        "AUTOGRADER_SUITE_REPORT": str(place / "report.json"),
+        # As in every graded run: the suite enables the plugins it uses itself.
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HYPOTHESIS_STORAGE_DIRECTORY": str(hypothesis_folder(place)),
+        "PYTHONPATH": os.pathsep.join(
+            [str(MUTANTS), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
+    return {
+        "service": service,
+        "folder": str(folder),
+        "plugins": str(MUTANTS),
+        "log": str(place / "pytest.log"),
+        "result": str(place / "result.json"),
+        "report": str(place / "report.json"),
+        "env": json.dumps(env),
+    }
+
+
+def read_run(run: dict[str, str]) -> SuiteRun | None:
+    """What the grader saw of one run; None if it was not run."""
+    result_path = Path(run["result"])
+    if not result_path.is_file():
+        return None
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    seen = SuiteRun(run["service"], timed_out=result["timed_out"], exit_code=result["exit_code"])
+    if seen.timed_out:
+        return seen
+    log = Path(run["log"])
+    output = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    seen.summary = [
+        line.strip() for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))
+    ]
+    report = Path(run["report"])
+    if report.is_file():
+        record = json.loads(report.read_text(encoding="utf-8"))
+        seen.finished = record["exitstatus"] == seen.exit_code
+        seen.tests = {test.split("::", 1)[-1]: outcome for test, outcome in record["tests"].items()}
+        seen.collect_errors = record["collect_errors"]
+    return seen
+
+
+def run_suites(suite: Path, services: list[str]) -> dict[str, SuiteRun | None]:
+    """Run the suite on each version of the service (the correct one first) in one runner.
+
+    `autograder.suites` runs them, each in a process of its own, `WORKERS` at a time; the
+    others only if the suite passes on the correct service.
+    """
+    with tempfile.TemporaryDirectory(prefix="suites-") as scratch:
+        runs = [prepare_run(Path(scratch), suite, service) for service in services]
+        job = Path(scratch) / "job.json"
+        job.write_text(
+            json.dumps({"runs": runs, "timeout": SUITE_TIMEOUT, "workers": WORKERS}),
+            encoding="utf-8",
+        )
         env = {
             key: value
             for key, value in os.environ.items()
             if key not in {"AUTOGRADER_CHILD", "PYTEST_ADDOPTS"}
         }
-        env |= {
-            "AUTOGRADER_SUITE_REPORT": str(report),
-            # As in every graded run: the suite enables the plugins it uses itself.
-            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "HYPOTHESIS_STORAGE_DIRECTORY": str(hypothesis_folder(Path(scratch))),
-            "PYTHONPATH": os.pathsep.join(
-                [str(MUTANTS), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
-        }
-        command = [sys.executable, "-m", "pytest", "test_service.py", "-q", "-rfE"]
-        command += ["--tb=line", "-p", "suite_report", "-p", "anyio", "-p", "no:cacheprovider"]
-        try:
-            done = subprocess.run(
-                command,
-                cwd=folder,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=SUITE_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired:
-            run.timed_out = True
-            return run
-        keep_unicode_table(Path(scratch))
-        run.exit_code = done.returncode
-        run.summary = [
-            line.strip()
-            for line in done.stdout.splitlines()
-            if line.startswith(("FAILED ", "ERROR "))
-        ]
-        if report.is_file():
-            record = json.loads(report.read_text(encoding="utf-8"))
-            run.finished = record["exitstatus"] == done.returncode
-            run.tests = {
-                test.split("::", 1)[-1]: outcome for test, outcome in record["tests"].items()
-            }
-            run.collect_errors = record["collect_errors"]
-    return run
+        subprocess.run(
+            [sys.executable, "-m", "autograder.suites", str(job)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        keep_unicode_table(Path(scratch) / services[0])
+        return {run["service"]: read_run(run) for run in runs}
 
 
 def baseline_problem(run: SuiteRun) -> str:
@@ -240,7 +265,7 @@ def rewrite_problem(correct: SuiteRun, rewrites: list[SuiteRun]) -> str:
 
 @pytest.fixture(scope="module")
 def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[SuiteRun]]]:
-    """The runs the selected graded tests need, started at once, two at a time."""
+    """The runs the selected graded tests need, made once for the whole step."""
     spec = find_spec("test_service")
     if spec is None or spec.origin is None:
         raise AssertionError("There is no test_service.py to grade: it holds your suite.")
@@ -253,21 +278,19 @@ def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[SuiteRun]]
     }:
         wanted |= set(BUGS)  # these two need to know that some mutant is caught
     mutants = [name for name in BUGS if name in wanted]
-    pool = ThreadPoolExecutor(max_workers=WORKERS)
-    correct = pool.submit(run_suite, suite, "correct")
-
-    def when_the_baseline_holds(service: str) -> SuiteRun:
-        # A suite that fails on the correct service can catch nothing: skip its runs.
-        problem = baseline_problem(correct.result())
-        if problem:
-            return SuiteRun(service, skipped_because=problem)
-        return run_suite(suite, service)
-
-    futures = {"correct": correct}
-    for service in [*EQUIVALENTS, *mutants]:
-        futures[service] = pool.submit(when_the_baseline_holds, service)
+    seen = run_suites(suite, ["correct", *EQUIVALENTS, *mutants])
+    correct = seen["correct"] or SuiteRun("correct")
+    # A suite that fails on the correct service can catch nothing: its other runs do not
+    # count (the runner does not even start them when pytest itself failed there).
+    problem = baseline_problem(correct)
+    futures: dict[str, Future[SuiteRun]] = {}
+    for service, run in seen.items():
+        future: Future[SuiteRun] = Future()
+        if service != "correct" and (problem or run is None):
+            run = SuiteRun(service, skipped_because=problem or "not run")
+        future.set_result(run or SuiteRun(service))
+        futures[service] = future
     yield futures
-    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def expect_a_sound_suite(runs: dict[str, Future[SuiteRun]]) -> SuiteRun:
