@@ -135,6 +135,35 @@ def _http_error_schema() -> dict[str, Any]:
     return HTTPError.model_json_schema()
 
 
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its `$defs` written in place, for a `responses=` entry.
+
+    Pydantic puts nested models under `$defs` with `#/$defs/...` references. Inside an
+    OpenAPI document those references are read from the document's root, where there is
+    no `$defs`: ReDoc then fails to render the route ("Invalid reference token: $defs").
+    A model that contains itself cannot be written in place and raises ValueError.
+    """
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        reference = node.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/$defs/"):
+            name = reference.removeprefix("#/$defs/")
+            if name in seen:
+                raise ValueError(f"{model.__name__} contains {name} within itself")
+            target = resolve(definitions[name], (*seen, name))
+            rest = {key: resolve(value, seen) for key, value in node.items() if key != "$ref"}
+            return {**target, **rest}
+        return {key: resolve(value, seen) for key, value in node.items()}
+
+    return resolve(schema, ())
+
+
 UNREADABLE_BODY: dict[int | str, dict[str, Any]] = {
     400: http_error("The body could not be decoded"),
 }

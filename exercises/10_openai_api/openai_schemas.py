@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from coursekit.docs import BODY_TOO_LARGE
+from coursekit.docs import BODY_TOO_LARGE, inline_schema
 from coursekit.llm import ConversationError, check_conversation
 
 # Bound everything a client can make us read, store or generate (lesson 02).
@@ -50,7 +50,7 @@ def error_doc(description: str) -> dict[str, Any]:
     """A `responses=` entry for an error in OpenAI's shape, served as JSON."""
     return {
         "description": description,
-        "content": {"application/json": {"schema": ErrorBody.model_json_schema()}},
+        "content": {"application/json": {"schema": inline_schema(ErrorBody)}},
     }
 
 

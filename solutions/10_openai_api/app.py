@@ -50,7 +50,7 @@ from service import (
     lifespan,
 )
 
-from coursekit.docs import add_offline_docs
+from coursekit.docs import add_offline_docs, inline_schema
 from coursekit.llm import count_tokens
 
 app = FastAPI(
@@ -165,7 +165,7 @@ async def completion_chunks(
         **BODY_ERRORS,
         200: {
             "description": "The answer; with `stream`, its chunks as Server-Sent Events",
-            "content": {"text/event-stream": {"schema": ChatCompletionChunk.model_json_schema()}},
+            "content": {"text/event-stream": {"schema": inline_schema(ChatCompletionChunk)}},
         },
     },
 )
