@@ -47,8 +47,10 @@ from service import (
     SettingsDep,
     api_error_handler,
     error_response,
+    http_error_handler,
     lifespan,
 )
+from starlette.exceptions import HTTPException
 
 from coursekit.docs import add_offline_docs, inline_schema
 from coursekit.llm import count_tokens
@@ -71,6 +73,7 @@ app = FastAPI(
 )
 add_offline_docs(app)
 app.add_exception_handler(APIError, api_error_handler)
+app.add_exception_handler(HTTPException, http_error_handler)
 
 
 # TODO: register this function as the handler of RequestValidationError

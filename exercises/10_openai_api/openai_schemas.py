@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from coursekit.docs import BODY_TOO_LARGE, inline_schema
+from coursekit.docs import inline_schema
 from coursekit.llm import ConversationError, check_conversation
 
 # Bound everything a client can make us read, store or generate (lesson 02).
@@ -62,7 +62,15 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: error_doc("The body is not a valid request"),
-    **BODY_TOO_LARGE,
+    # Starlette refuses a body that declares its size with plain text, before any handler;
+    # one streamed past the limit is an error raised in FastAPI, so it has OpenAI's shape.
+    413: {
+        "description": "The request body is over the size limit",
+        "content": {
+            "application/json": {"schema": inline_schema(ErrorBody)},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    },
     404: error_doc("No model has this id"),
 }
 

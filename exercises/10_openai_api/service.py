@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from openai_schemas import ErrorBody, ErrorDetail
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.exceptions import HTTPException
 
 from coursekit.embeddings import embed
 from coursekit.llm import Completion, CompletionDelta, get_model
@@ -145,3 +146,16 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """The exception handler for `APIError` (app.py registers it)."""
     assert isinstance(exc, APIError)
     return error_response(exc.status, exc.detail, exc.headers)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The handler for the errors FastAPI and Starlette raise themselves (app.py registers it).
+
+    A body that is not valid UTF-8 JSON, a body streamed past the size limit, an unknown
+    path: each would be `{"detail": ...}`; an OpenAI client expects its own shape for every
+    error, so they get it too.
+    """
+    assert isinstance(exc, HTTPException)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    detail = ErrorDetail(message=str(exc.detail), type=kind)
+    return error_response(exc.status_code, detail, exc.headers)
