@@ -20,9 +20,10 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,9 @@ def test_each_request_logs_one_json_line(
         ("POST", "/tickets/predict", 422, running.http.post("/tickets/predict", json={})),
     ]
     lines = [record.getMessage() for record in access_lines]
+    levels = {logging.getLevelName(record.levelno) for record in access_lines}
+    if levels - {"INFO"}:
+        raise AssertionError(f"Access lines are written at level INFO; these were {levels}.")
     if len(lines) != len(sent):
         raise AssertionError(
             f"{len(sent)} requests must write {len(sent)} records to the "
@@ -339,6 +343,31 @@ def test_each_request_logs_one_json_line(
         duration = fields["duration_ms"]
         if isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0:
             raise AssertionError(f"duration_ms must be a number of milliseconds; got {line!r}.")
+
+
+def test_a_request_that_fails_is_logged_too(
+    start: Start, access_lines: list[logging.LogRecord]
+) -> None:
+    running = start()
+    expect_status(running.predict(), 200)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the model failed on purpose")
+
+    running.model.loaded.pipeline.predict_proba = broken  # type: ignore[method-assign]
+    access_lines.clear()
+    # A client of its own: the fixture's raises the app's error instead of answering 500.
+    with TestClient(running.app, raise_server_exceptions=False) as client:
+        failed = client.post("/tickets/predict", json=TICKET, headers={"X-Request-ID": "fail-1"})
+    expect_status(failed, 500)
+    lines = [json.loads(record.getMessage()) for record in access_lines]
+    found = [line for line in lines if line.get("request_id") == "fail-1"]
+    if [line.get("status") for line in found] != [500]:
+        raise AssertionError(
+            "POST /tickets/predict with X-Request-ID fail-1 raised in the app (the client got "
+            f"500); the access log must still get one line for it with status 500. Got {lines}. "
+            "Write the line in a `finally`, with 500 as the status until the app sends one."
+        )
 
 
 def test_the_middleware_does_not_hold_back_a_stream(
@@ -379,7 +408,7 @@ def preflight(running: Running, origin: str) -> httpx.Response:
     headers = {
         "Origin": origin,
         "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type",
+        "Access-Control-Request-Headers": "content-type, x-api-key, x-request-id",
     }
     return running.http.options("/tickets/predict", headers=headers)
 
@@ -401,10 +430,12 @@ def test_cors_lets_a_configured_origin_in(start: Start) -> None:
         f"the Access-Control-Allow-Origin of a POST from {ALLOWED}",
     )
     exposed = response.headers.get("access-control-expose-headers", "").lower()
-    if "x-request-id" not in [name.strip() for name in exposed.split(",")]:
+    names = {name.strip() for name in exposed.split(",")}
+    if not {"x-request-id", "retry-after"} <= names:
         raise AssertionError(
             "A browser script can read only the headers CORS exposes: the POST from "
-            f"{ALLOWED} must have X-Request-ID in Access-Control-Expose-Headers; got {exposed!r}."
+            f"{ALLOWED} must have X-Request-ID and Retry-After in "
+            f"Access-Control-Expose-Headers; got {exposed!r}."
         )
 
 
@@ -430,8 +461,8 @@ def test_live_answers_at_once_and_ready_waits_for_the_model(start: Start) -> Non
     running = start(live=True, hold_loading=True)
     body = expect_json(running.http.get("/health/live"))
     expect_equal(body, {"status": "ok"}, "GET /health/live while the model loads")
-    not_ready = running.http.get("/health/ready")
-    expect_status(not_ready, 503)
+    not_ready = expect_json(running.http.get("/health/ready"), 503)
+    expect_equal(not_ready, {"status": "loading"}, "GET /health/ready while the model loads")
     refused = running.predict()
     expect_error(refused, 503, "not_ready")
     expect_retry_after(refused, 60, "The 503 of a prediction while the model loads")
@@ -447,7 +478,8 @@ def test_ready_is_503_when_the_database_is_unreachable(start: Start) -> None:
     running = start()
     expect_status(running.http.get("/health/ready"), 200)
     running.database.unlink()  # the database is gone: the service cannot do its job
-    expect_status(running.http.get("/health/ready"), 503)
+    body = expect_json(running.http.get("/health/ready"), 503)
+    expect_equal(body, {"status": "unavailable"}, "GET /health/ready without its database")
     expect_json(running.http.get("/health/live"))  # alive all the same: no restart needed
 
 
@@ -536,7 +568,8 @@ def predict_once_free(running: Running) -> httpx.Response:
     """
     deadline = time.monotonic() + PROBE_TIMEOUT
     while True:
-        response = running.predict()
+        # A new key each time: the retries must not use up a rate limit.
+        response = running.predict({"X-API-Key": uuid.uuid4().hex})
         if response.status_code != 503 or time.monotonic() > deadline:
             if response.status_code == 503:
                 raise AssertionError(
@@ -550,14 +583,14 @@ def predict_once_free(running: Running) -> httpx.Response:
 
 
 def test_a_full_house_is_a_503_with_retry_after(start: Start) -> None:
-    running = start(live=True, hold_predictions=True, max_in_flight=2)
-    held = [running.send(), running.send()]
+    running = start(live=True, hold_predictions=True, max_in_flight=2, rate_limit="2/minute")
+    held = [running.send({"X-API-Key": "key-a"}), running.send({"X-API-Key": "key-b"})]
     if not running.model.wait_for_calls(2):
         raise AssertionError(
             f"Two POST /tickets/predict with SERVICE_MAX_IN_FLIGHT=2: the model got "
             f"{running.model.calls} of them within {PROBE_TIMEOUT:g} s."
         )
-    third = running.send()
+    third = running.send({"X-API-Key": "key-a"})  # key-a's second of 2 a minute
     try:
         refused = third.result(timeout=PROBE_TIMEOUT)
     except TimeoutError:
@@ -569,12 +602,49 @@ def test_a_full_house_is_a_503_with_retry_after(start: Start) -> None:
         ) from None
     expect_error(refused, 503, "overloaded")
     expect_retry_after(refused, 60, "The 503 of an overloaded service")
+    over = running.predict({"X-API-Key": "key-a"})  # key-a's third: over its rate limit
+    if over.status_code != 429:
+        raise AssertionError(
+            "SERVICE_RATE_LIMIT=2/minute: key-a's third request, sent while the house was "
+            f"full, got {over.status_code} {over.text!r}. The rate limit comes first: it "
+            "counts every request, a refused one too, and answers 429 before a slot is sought."
+        )
     running.model.prediction_gate.set()
     for future in held:
         expect_status(future.result(), 200)
     for _ in range(3):  # the slots are free again, each time
         expect_status(predict_once_free(running), 200)
     expect_equal(running.model.calls, 5, "the model calls (never for the refused request)")
+
+
+def test_a_slot_is_given_back_however_its_block_ends(exercise: Callable[[str], Any]) -> None:
+    module = exercise("app")
+    service = __import__("service")
+
+    async def scenario() -> list[str]:
+        limit = module.ConcurrencyLimit(1)
+        seen: list[str] = []
+        with suppress(RuntimeError):
+            async with limit.slot():
+                raise RuntimeError("the request failed")
+        try:
+            async with limit.slot():
+                seen.append("a slot taken after a failure")
+                try:
+                    async with limit.slot():
+                        seen.append("a second slot taken too")
+                except service.OverloadedError:
+                    seen.append("a second slot refused")
+        except service.OverloadedError:
+            seen.append("refused after a failure")
+        return seen
+
+    expect_equal(
+        asyncio.run(scenario()),
+        ["a slot taken after a failure", "a second slot refused"],
+        "ConcurrencyLimit(1) called directly: a block that raised, then a slot, and within "
+        "it a second one (a slot must be given back however its block ends: try/finally)",
+    )
 
 
 def test_the_rate_limit_counts_per_api_key(start: Start) -> None:
