@@ -126,3 +126,11 @@ def test_the_start_command_is_uvicorn_serving_the_steps_app() -> None:
     assert params["port"] in exposed, f"CMD serves port {params['port']}, EXPOSE says {exposed}"
     assert params["timeout_graceful_shutdown"], "set --timeout-graceful-shutdown"
     assert params["workers"] in (None, 1), "one process per container: replicas scale it"
+
+
+def test_the_build_leaves_out_local_caches() -> None:
+    # BuildKit reads <Dockerfile>.dockerignore beside the Dockerfile: a model cache or
+    # bytecode built on the author's machine must not end up in the image.
+    ignore = DOCKERFILE.with_name("Dockerfile.dockerignore").read_text(encoding="utf-8")
+    patterns = {line.strip() for line in ignore.splitlines() if not line.startswith("#")}
+    assert {"coursekit/.model_cache", "**/__pycache__"} <= patterns, patterns

@@ -13,6 +13,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import closing
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -121,7 +122,9 @@ def check_database(path: str) -> bool:
     """True if the SQLite database at `path` exists and answers a query."""
     try:
         # mode=rw: never create a missing database, so a wrong path is "unreachable".
-        connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=1)
+        # as_uri() spells the path as SQLite's URIs want it, on Windows too.
+        uri = f"{Path(path).resolve().as_uri()}?mode=rw"
+        connection = sqlite3.connect(uri, uri=True, timeout=1)
     except sqlite3.Error:
         return False
     with closing(connection):
