@@ -15,6 +15,8 @@ uvicorn server; the rest under `TestClient`.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -48,12 +50,17 @@ ALLOWED = "https://app.example.com"
 OTHER = "https://evil.example.net"
 LOG_KEYS = ("method", "path", "status", "duration_ms", "request_id")
 
+# Parsed once; each test gets a shallow copy of its pipeline to instrument (the fitted
+# steps are only read, so sharing them is safe, and a deep copy per test costs time).
+_TICKETS = coursekit.models.load_model("tickets")
+
 
 class GatedModel:
     """The real ticket model; loading it and each prediction can be held at a gate."""
 
     def __init__(self, *, hold_loading: bool = False, hold_predictions: bool = False) -> None:
-        self.loaded: LoadedModel = coursekit.models.load_model("tickets")
+        pipeline = copy.copy(_TICKETS.pipeline)
+        self.loaded: LoadedModel = dataclasses.replace(_TICKETS, pipeline=pipeline)
         self.loading_gate = threading.Event()
         self.prediction_gate = threading.Event()
         if not hold_loading:
