@@ -123,7 +123,7 @@ class Running:
 
     def wait_ready(self) -> None:
         """Wait until /health/ready says 200 (the model's gates are open)."""
-        deadline = time.monotonic() + PROBE_TIMEOUT
+        deadline = time.monotonic() + READ_TIMEOUT
         while True:
             response = self.http.get("/health/ready")
             if response.status_code == 200:
@@ -132,7 +132,7 @@ class Running:
                 raise AssertionError(
                     f"The model loaded and the database exists, but GET /health/ready still "
                     f"answers {response.status_code} {response.text!r} after "
-                    f"{PROBE_TIMEOUT:g} s. Once both are there it must answer 200."
+                    f"{READ_TIMEOUT:g} s. Once both are there it must answer 200."
                 )
             time.sleep(0.005)
 
