@@ -72,6 +72,12 @@ MODULES = (
     "openai.resources.chat",
     "openai.resources.embeddings",
     "openai.resources.models",
+    # Step 13's rate limit and telemetry.
+    "limits",
+    "limits.strategies",
+    "limits.storage",
+    "opentelemetry.sdk.metrics",
+    "opentelemetry.sdk.trace",
 )
 # What a real uvicorn server imports when it starts (coursekit.server imports it late).
 SERVER_MODULES = (
