@@ -32,7 +32,7 @@ KNOWN_RIGHT = ROOT / "tests" / "known_right"
 MINIMUM_PER_STEP = 3
 # Steps being built while this set was written: skipped until their file exists, then
 # held to the minimum like every other step. Drop an id once its file has landed.
-NOT_YET_COVERED = {"12"}
+NOT_YET_COVERED: set[str] = set()
 
 
 @dataclass(frozen=True)
