@@ -305,6 +305,13 @@ class _ForkedChild:
         self._zygote.wait(self._pid)
 
 
+# One `ast.parse` at a time: the grader works out each step's imports from the threads that
+# grade steps in parallel, and CPython 3.11 (3.11.7 here) can raise "SystemError: AST
+# constructor recursion depth mismatch" when two threads parse at once (python/cpython
+# issue 106905): a fresh-clone run of the course's checks hit it.
+_parse_lock = threading.Lock()
+
+
 def imports_of(files: Iterable[Path], local: Iterable[str] = ()) -> set[str]:
     """The modules that `files` import at their top level, but for the `local` ones.
 
@@ -314,7 +321,9 @@ def imports_of(files: Iterable[Path], local: Iterable[str] = ()) -> set[str]:
     found: set[str] = set()
     for file in files:
         with contextlib.suppress(OSError, SyntaxError, ValueError):
-            tree = ast.parse(file.read_text(encoding="utf-8"))
+            text = file.read_text(encoding="utf-8")
+            with _parse_lock:
+                tree = ast.parse(text)
             for node in tree.body:
                 if isinstance(node, ast.Import):
                     found.update(alias.name for alias in node.names)
