@@ -29,6 +29,7 @@ KEPT = (
     "PATHEXT",
     "NUMBER_OF_PROCESSORS",
     "PROCESSOR_ARCHITECTURE",
+    "COURSE_REDIS_URL",  # the task-queue steps' server where none ships (Windows)
 )
 # The grader's own settings, read by the child or the course's runtime.
 KEPT_PREFIXES = ("AUTOGRADER_", "COURSEKIT_")
