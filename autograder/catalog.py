@@ -40,6 +40,9 @@ class Step:
     app: str  # "module:attribute" of the FastAPI app the tests exercise
     timeout: float  # seconds one test may take before it counts as hanging
     models_given: bool  # True once the step's stub ships the Pydantic models ready-made
+    # Servers the step's tests need besides the learner's app ("redis": a Redis-compatible
+    # server, see coursekit.redis_server). Where one is missing the step says so once.
+    services: tuple[str, ...] = field(default=())
     tests: tuple[GradedTest, ...] = field(default=())
 
     @property
@@ -115,6 +118,7 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
                 app=raw.get("app", "app:app"),
                 timeout=float(raw.get("timeout", course["test_timeout"])),
                 models_given=bool(raw.get("models_given", False)),
+                services=tuple(raw.get("services", [])),
                 tests=tests,
             )
         )
