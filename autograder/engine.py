@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import TextIO
 
-from autograder import sandbox
+from autograder import sandbox, services
 from autograder.catalog import Step, load_catalog
 from autograder.child import ENV_VAR, Job
 from autograder.messages import show_path
@@ -112,6 +112,10 @@ def grade_step(step: Step, settings: Settings) -> list[Record]:
     if not source.is_dir():
         for name in remaining:
             finish(name, "not_run", f"There is no folder {show_path(source)} to grade.")
+        remaining = []
+    elif remaining and (absent := services.missing(step)):
+        for name in remaining:
+            finish(name, "not_run", absent)
         remaining = []
 
     while remaining:

@@ -62,7 +62,7 @@ def step_summary(step: Step, records: list[Record], verbose: int = 0) -> str:
 
 
 # Failures whose message already says what to do: grouped without "likely cause".
-SELF_EXPLAINING = ("not_implemented", "import_error", "not_started")
+SELF_EXPLAINING = ("not_implemented", "import_error", "not_started", "not_run")
 
 
 def _causes(failures: list[Record]) -> list[tuple[str | None, list[Record]]]:

@@ -182,6 +182,14 @@ def test_shared_modules_hold_no_state(step: Step) -> None:
     assert not problems, f"step {step.id}: " + "; ".join(problems)
 
 
+@pytest.mark.parametrize("step", STEPS, ids=step_ids())
+def test_services_are_ones_the_grader_knows(step: Step) -> None:
+    from autograder.services import KNOWN
+
+    unknown = set(step.services) - set(KNOWN)
+    assert not unknown, f"step {step.id} needs {sorted(unknown)}: the grader knows {KNOWN}"
+
+
 def test_the_shared_module_check_can_fail() -> None:
     """The check above finds each kind of state it names (a check that cannot fail is none)."""
     by_id = {step.id: step for step in STEPS}

@@ -196,3 +196,28 @@ def test_the_home_pages_example_failure_is_what_the_grader_says(tmp_path: Path) 
     test, message = hooks.EXAMPLE_FAILURE
     output = grade_copy(tmp_path, "01", lambda text: text.replace("word.lower()", "word"))
     assert f"FAIL {test}" in output and message in output, output
+
+
+def test_a_step_whose_server_is_missing_says_so_once(monkeypatch, tmp_path: Path) -> None:
+    import dataclasses
+    import socket
+
+    from autograder.reports import step_summary
+    from coursekit import redis_server
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv(redis_server.ENV, f"redis://127.0.0.1:{port}/0")
+    step = dataclasses.replace(CATALOG.step("01"), services=("redis",))
+    records = grade_step(step, Settings(source=lambda _: ROOT / "solutions" / step.slug))
+    assert {record.outcome for record in records} == {"not_run"}
+    assert sum(record.score for record in records) == 0
+    report = " ".join(step_summary(step, records).split())
+    assert report.count("Nothing answers at COURSE_REDIS_URL") == 1, report
+    assert "valkey/valkey" in report and "FAIL" not in report, report
+    # Without a binary for the system and with no server named, the sentence says what to do.
+    monkeypatch.delenv(redis_server.ENV)
+    monkeypatch.setattr(redis_server, "available", lambda: False)
+    records = grade_step(step, Settings(source=lambda _: ROOT / "solutions" / step.slug))
+    assert {record.message for record in records} == {redis_server.NO_SERVER}
