@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from autograder import pristine
+from autograder import integrity, pristine
 from autograder.catalog import Step, load_catalog
 from autograder.engine import Settings, grade
 from autograder.lastrun import duration as last_duration
@@ -43,8 +43,10 @@ def run_grading(
     def chosen(step: Step, test: str) -> bool:
         return (step.id not in select or test in select[step.id]) and matches(test)
 
+    guarded: integrity.Snapshot | None = None
     if source_root is not None:
         sandbox_warm_process()  # a class's submissions share no process, see no secrets
+        guarded = _guard_the_grader(steps)
         source = lambda step: source_root / step.slug  # noqa: E731
     elif solutions:
         source = lambda step: step.solution_dir  # noqa: E731
@@ -70,6 +72,10 @@ def run_grading(
         sandboxed=source_root is not None,
     )
     records = grade(steps, settings, on_step_done=report)
+    if guarded is not None and (changed := guarded.changes()):
+        # Every child has been killed by now: nothing of the submission still runs.
+        guarded.restore(changed)
+        _void(records, changed)
     reported = platforms.write_reports(
         records,
         steps,
@@ -81,6 +87,32 @@ def run_grading(
     if reported:
         return 0  # GitHub Classroom's reporter judges the result; later steps must run
     return 0 if all(record.passed for record in records) else 1
+
+
+def _guard_the_grader(steps: list[Step]) -> integrity.Snapshot:
+    """Build what the grade depends on, then remember it as it is (see autograder.integrity)."""
+    extra: tuple[Path, ...] = ()
+    if any(step.id >= "03" for step in steps):
+        # Built here, before any submission runs, so none can plant a model of its own
+        # in an empty cache; then guarded like the grader's files.
+        from coursekit.models import build_missing
+
+        extra = (build_missing(),)
+    return integrity.snapshot(extra=extra)
+
+
+def _void(records: list[Record], changed: list[Path]) -> None:
+    """No score for a run whose submission changed the grader's files."""
+    shown = ", ".join(show_path(path) for path in changed[:5])
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    message = (
+        f"While this submission was graded, files of the grader changed ({shown}{more}). "
+        "They have been put back, and a run that changes them scores zero: a submission "
+        "writes only in its own folder."
+    )
+    print(wrap(message, ""), flush=True)
+    for record in records:
+        record.score, record.outcome, record.message = 0, "failed", message
 
 
 def _keyword_matcher(keyword: str):  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from autograder.catalog import Step
+from coursekit import redis_server  # imported before any submission runs (integrity.py)
 
 KNOWN = ("redis",)
 
@@ -19,8 +20,6 @@ def missing(step: Step) -> str | None:
     """Why a server `step` needs is not there, or None when all of them are."""
     if "redis" not in step.services:
         return None
-    from coursekit import redis_server
-
     if not redis_server.available():
         return redis_server.NO_SERVER
     named = os.environ.get(redis_server.ENV, "").strip()

@@ -224,6 +224,13 @@ def build_model(name: str, directory: str | Path | None = None, seed: int = 0) -
     return save_artifact(pipeline, metadata, directory or cache_directory())
 
 
+def build_missing() -> Path:
+    """Build every model the cache lacks; the cache's directory."""
+    for name in available_models():
+        _cached_artifact(name)
+    return cache_directory()
+
+
 def _cached_artifact(name: str) -> Path:
     path = cache_directory() / f"{name}.skops"
     if path.exists():

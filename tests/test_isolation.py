@@ -191,3 +191,67 @@ def test_an_instructors_run_shows_the_submission_no_secret(tmp_path: Path) -> No
     assert secret not in initial_block, "the secret was in the process's initial environment"
     assert environment.get("HOME") != os.environ.get("HOME"), "the submission got the real home"
     assert "PATH" in environment
+
+
+def test_a_submission_that_rewrites_the_grader_scores_zero_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A submission that rewrites a graded test (so the next student passes) or removes a
+    grader module gets no score, and the checkout is as it was for the next student."""
+    require_shipped_stubs(STEP)
+    course = tmp_path / "course"  # a checkout of its own: the attack must not touch ROOT's
+    skip = shutil.ignore_patterns("__pycache__", ".model_cache", "*.lock")
+    for name in ("autograder", "coursekit", "exercises"):
+        shutil.copytree(ROOT / name, course / name, ignore=skip)
+    for name in ("course.toml", "pyproject.toml"):
+        shutil.copy2(ROOT / name, course / name)
+    tests = course / "exercises" / STEP.slug / "test_app.py"
+    before = {path: path.read_bytes() for path in course.rglob("*") if path.is_file()}
+    always_passing = "".join(f"def {test.name}():\n    pass\n" for test in STEP.tests)
+    attack = (
+        "import pathlib\n"
+        f"pathlib.Path({str(tests)!r}).write_text({always_passing!r})\n"
+        f"pathlib.Path({str(course / 'autograder' / 'reports.py')!r}).unlink(missing_ok=True)\n"
+        f"pathlib.Path({str(course / 'exercises' / 'conftest.py')!r}).write_text('')\n"
+    )
+
+    def grade_submission(edit) -> tuple[str, dict]:  # type: ignore[no-untyped-def]
+        root = tmp_path / "submissions" / str(len(list(tmp_path.glob("submissions/*"))))
+        shutil.copytree(STEP.exercise_dir, root / STEP.slug)
+        app = root / STEP.slug / "app.py"
+        app.write_text(edit(app.read_text(encoding="utf-8")), encoding="utf-8")
+        results = root / "results.json"
+        command = [sys.executable, "-m", "autograder", "grade", STEP.id, "--source-root"]
+        completed = subprocess.run(
+            [*command, str(root), "--json", str(results)],
+            cwd=course,
+            env={**os.environ, "PYTHONPATH": str(course), "AUTOGRADER_SHARED_WARM": "0"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        output = " ".join((completed.stdout + completed.stderr).split())
+        return output, json.loads(results.read_text(encoding="utf-8"))
+
+    output, results = grade_submission(lambda text: attack + text)
+    assert results["score"] == 0, output
+    assert "files of the grader changed" in output and "test_app.py" in output, output
+    after = {path: path.read_bytes() for path in course.rglob("*") if path.is_file()}
+    changed = [
+        path.relative_to(course).as_posix()
+        for path in {*before, *after}
+        if before.get(path) != after.get(path)
+        and "__pycache__" not in path.parts
+        and ".model_cache" not in path.parts
+        and not path.name.endswith(".lock")
+        and ".autograder" not in path.parts
+    ]
+    assert not changed, f"the grader's checkout was left changed: {changed}"
+    # The next student, graded from the same checkout: the stub as shipped still scores 0
+    # and the solution full points (the rewritten test is gone).
+    output, results = grade_submission(lambda text: text)
+    assert results["score"] == 0, output
+    solution = (STEP.solution_dir / "app.py").read_text(encoding="utf-8")
+    output, results = grade_submission(lambda text: solution)
+    assert results["score"] == STEP.max_points, output

@@ -304,21 +304,34 @@ def test_gradescope_writes_results_on_a_timeout_and_on_a_crash(
 
 
 def test_grade_class_a_broken_or_hanging_submission_costs_only_itself(tmp_path: Path) -> None:
+    from autograder import integrity
+
     submissions = tmp_path / "class"
-    for student in ("alice", "bob", "loops", "typo"):
+    for student in ("alice", "bob", "loops", "typo", "tamper"):
         for step in (FIRST, SECOND):
             shutil.copytree(ROOT / "solutions" / step.slug, submissions / student / step.slug)
     loops = submissions / "loops" / FIRST.slug / "app.py"
     loops.write_text(loops.read_text(encoding="utf-8") + "\nwhile True:\n    pass\n")
     typo = submissions / "typo" / SECOND.slug / "app.py"
     typo.write_text(typo.read_text(encoding="utf-8") + "\ndef broken(:\n")
+    # Writes into the grader it runs under: a graded test of step 02 that always passes.
+    tamper = submissions / "tamper" / FIRST.slug / "app.py"
+    tamper.write_text(
+        "import pathlib, autograder\n"
+        "_tests = pathlib.Path(autograder.__file__).parent.parent / 'exercises'\n"
+        f"(_tests / {SECOND.slug!r} / 'test_app.py').write_text('')\n"
+        + tamper.read_text(encoding="utf-8")
+    )
+    checkout = integrity.snapshot()
     out = tmp_path / "grades"
     completed = autograder(
         "grade-class", str(submissions), "--out", str(out), "--steps", FIRST.id, SECOND.id,
         "--import-timeout", "3",
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "[4/4]" in completed.stdout  # the progress line
+    assert "[5/5]" in completed.stdout  # the progress line
+    changed = [path for path in checkout.changes() if ".model_cache" not in path.parts]
+    assert not changed, f"a submission changed the course's checkout: {changed}"
     with (out / "grades.csv").open(encoding="utf-8") as handle:
         rows = {row["student"]: row for row in csv.DictReader(handle)}
     full = FIRST.max_points + SECOND.max_points
@@ -327,6 +340,7 @@ def test_grade_class_a_broken_or_hanging_submission_costs_only_itself(tmp_path: 
         "bob": (FIRST.max_points, SECOND.max_points),
         "loops": (0, SECOND.max_points),
         "typo": (FIRST.max_points, 0),
+        "tamper": (0, 0),  # its run changed the grader's files: no score
     }
     for student, (first, second) in expected.items():
         row = rows[student]

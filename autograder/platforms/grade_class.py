@@ -3,6 +3,9 @@
 Each student is one `python -m autograder grade --source-root` process of its own (a
 warm process for that student only, nothing shared), at most one per CPU at once, and
 under a wall-clock limit: a submission that hangs or crashes costs only its own grade.
+Each runs from a private copy of the grader (and of the built models), so a submission
+that writes into the grader changes only its own copy, scores zero for it (see
+autograder.integrity) and cannot touch another student's run, before or beside it.
 Writes `OUT/<student>.json` (Gradescope's format) and `OUT/grades.csv`.
 """
 
@@ -12,6 +15,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +50,10 @@ def grade_class(
     # Each student's grading runs its steps in parallel already; one student per CPU
     # keeps a class from crowding the machine (and the warm processes from piling up).
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(students)))
+    if any(step.id >= "03" for step in steps):
+        from coursekit.models import build_missing
+
+        build_missing()  # once, here: each student's copy of the grader gets a copy of them
     lock = threading.Lock()
     done: list[str] = []
     started = time.monotonic()
@@ -91,11 +99,20 @@ def _grade_student(
         command += ["--test-timeout", str(test_timeout)]
     if import_timeout:
         command += ["--import-timeout", str(import_timeout)]
-    env = {**os.environ, "AUTOGRADER_SHARED_WARM": "0"}
-    with tempfile.TemporaryFile() as log:
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory(prefix="grader-") as copy:
+        grader = _private_grader(Path(copy))
+        env = {
+            **os.environ,
+            "AUTOGRADER_SHARED_WARM": "0",
+            # `python -m autograder` run in the copy imports the copy's code, not ROOT's.
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(grader), os.environ.get("PYTHONPATH")])
+            ),
+            "COURSEKIT_MODEL_CACHE": str(grader / "model_cache"),
+        }
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=grader,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -118,6 +135,27 @@ def _grade_student(
         target.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         return result
     return json.loads(target.read_text(encoding="utf-8"))
+
+
+# What a grading run reads of the course; lessons, solutions and the website it does not.
+GRADER_PARTS = ("autograder", "coursekit", "exercises", "course.toml", "pyproject.toml")
+
+
+def _private_grader(folder: Path) -> Path:
+    """A copy of the grader in `folder` (with the built models), for one student's run."""
+    from coursekit.models import cache_directory
+
+    skip = shutil.ignore_patterns("__pycache__", ".model_cache", "*.lock", "*.sqlite3")
+    for name in GRADER_PARTS:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, folder / name, ignore=skip)
+        elif source.is_file():
+            shutil.copy2(source, folder / name)
+    built = cache_directory()
+    if built.is_dir():
+        shutil.copytree(built, folder / "model_cache" / built.name, ignore=skip)
+    return folder
 
 
 def _zero(steps: list[Step], reason: str) -> dict[str, object]:
