@@ -7,11 +7,12 @@ import re
 import pytest
 
 from autograder.catalog import Step
-from tests.helpers import STEPS, GradingRun, require_shipped_stubs, step_ids
+from tests.helpers import STEPS, GradingRun, require_services, require_shipped_stubs, step_ids
 
 
 @pytest.mark.parametrize("step", STEPS, ids=step_ids())
 def test_every_solution_scores_full_points(solutions_run: GradingRun, step: Step) -> None:
+    require_services(step)
     tests = solutions_run.tests_of(step)
     assert len(tests) == len(step.tests), solutions_run.stdout
     failing = {test["name"]: test["output"] for test in tests if test["status"] != "passed"}
@@ -29,6 +30,7 @@ def test_every_pristine_stub_scores_zero(stubs_run: GradingRun, step: Step) -> N
 
 def test_the_runs_end_with_the_score_line(solutions_run: GradingRun, stubs_run: GradingRun) -> None:
     require_shipped_stubs(*STEPS)
+    require_services(*STEPS)
     total = sum(step.max_points for step in STEPS)
     assert solutions_run.stdout.rstrip().splitlines()[-1] == f"Score: {total}/{total}"
     assert stubs_run.stdout.rstrip().splitlines()[-1] == f"Score: 0/{total}"

@@ -25,6 +25,7 @@ from tests.helpers import (
     Edit,
     edits_from_toml,
     replace_counts,
+    require_services,
     solution_with_edits,
 )
 
@@ -126,6 +127,7 @@ def test_the_variant_edits_only_learner_files_once_each(variant: Variant, tmp_pa
 def test_the_variant_scores_full_points(
     graded: dict[Variant, list[Record] | str], variant: Variant
 ) -> None:
+    require_services(variant.step)
     records = graded[variant]
     if isinstance(records, str):
         pytest.fail(records, pytrace=False)

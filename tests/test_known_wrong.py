@@ -17,7 +17,7 @@ import pytest
 from autograder.catalog import Step
 from autograder.engine import Settings, grade_step
 from autograder.records import Record
-from tests.helpers import ROOT, STEPS, Edit, solution_with_edits
+from tests.helpers import ROOT, STEPS, Edit, require_services, solution_with_edits
 
 KNOWN_WRONG = ROOT / "tests" / "known_wrong"
 MINIMUM_PER_STEP = 3
@@ -106,6 +106,7 @@ def test_the_graded_tests_catch_the_mistake(
     graded: dict[Mistake, list[Record]], mistake: Mistake
 ) -> None:
     assert mistake.caught_by, f"{mistake.name}: name the tests that must catch it (caught_by)"
+    require_services(mistake.step)
     records = graded[mistake]
     failed = {record.test for record in records if not record.passed}
     assert failed, f"no graded test of step {mistake.step.id} catches: {mistake.name}"
