@@ -18,6 +18,7 @@ The steps come from `course.toml` when it lists them, else from the folder names
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import re
 import shutil
@@ -35,7 +36,13 @@ from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 from nbclient.exceptions import CellExecutionError
 
-from coursekit.notebooks import ensure_executed, error_outputs, executed_dir
+from coursekit.notebooks import (
+    ensure_executed,
+    error_outputs,
+    executed_dir,
+    executed_path,
+    is_stale,
+)
 
 # A warning on a logger under "mkdocs." fails `mkdocs build --strict`.
 log = logging.getLogger("mkdocs.hooks.course")
@@ -175,10 +182,14 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     for step in _steps:
         for notebook in step.lessons:
             name = notebook.relative_to(root).as_posix()
-            try:
-                executed = ensure_executed(notebook, root=root)
-            except CellExecutionError as error:
-                raise PluginError(f"Lesson {name} raised while executing:\n{error}") from error
+            if absent := _missing_server(step):
+                executed = _shown_unexecuted(notebook, root)
+                log.warning("Lesson %s is shown without outputs: %s", name, absent)
+            else:
+                try:
+                    executed = ensure_executed(notebook, root=root)
+                except CellExecutionError as error:
+                    raise PluginError(f"Lesson {name} raised while executing:\n{error}") from error
             if errors := error_outputs(executed):
                 raise PluginError(f"Lesson {name} has error outputs: {'; '.join(errors)}")
             uri = _lesson_uri(step, notebook)
@@ -194,6 +205,30 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
                 File.generated(config, _solution_uri(step), content=_solution_page(step, root))
             )
     return files
+
+
+def _shown_unexecuted(notebook: Path, root: Path) -> Path:
+    """The lesson as its executed copy, without outputs (its cells start a server none
+    ships for this system): the site still builds, and shows the code."""
+    executed = executed_path(notebook, root)
+    if is_stale(notebook, executed):
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(notebook, executed)
+        # Older than the lesson, so a build where the server runs executes it after all.
+        before = notebook.stat().st_mtime - 1
+        os.utime(executed, (before, before))
+    return executed
+
+
+def _missing_server(step: Step) -> str | None:
+    """Why a server the step's lesson starts cannot run here, or None."""
+    from autograder.catalog import load_catalog
+    from autograder.services import missing
+
+    try:
+        return missing(load_catalog().step(step.id))
+    except KeyError:  # a folder the catalog does not list yet
+        return None
 
 
 def _file(config: MkDocsConfig, src_uri: str, src_dir: Path) -> File:

@@ -292,3 +292,26 @@ def test_the_site_shows_the_executed_copy_and_reruns_only_a_stale_one(tiny_cours
     assert result.returncode == 0, result.stderr
     html = page.read_text(encoding="utf-8")
     assert "from the copy" not in html and "42" in html
+
+
+def test_a_lesson_whose_server_cannot_run_is_shown_without_outputs(tmp_path: Path) -> None:
+    """Where a lesson's server cannot run (Windows), the site shows its code, unexecuted,
+    and executes it on a later build where the server runs."""
+    import importlib.util
+
+    from coursekit.notebooks import executed_path, is_stale
+
+    spec = importlib.util.spec_from_file_location("course_hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    sys.modules["course_hooks"] = hooks  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(hooks)
+    finally:
+        del sys.modules["course_hooks"]
+    lesson = tmp_path / "lessons" / "14_x" / "14_x.ipynb"
+    lesson.parent.mkdir(parents=True)
+    lesson.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    shown = hooks._shown_unexecuted(lesson, tmp_path)
+    assert shown == executed_path(lesson, tmp_path)
+    assert shown.read_bytes() == lesson.read_bytes()
+    assert is_stale(lesson, shown), "a later build with the server must execute it"
