@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -38,6 +39,8 @@ class Job:
     source: str  # the folder whose modules are graded
     events: str  # the file the events are appended to
     only: tuple[str, ...]  # the graded tests to run
+    # With a name, a test that must fail runs among the others (see `_add_canary`).
+    canary: str = ""
 
     def to_env(self) -> str:
         return json.dumps({**self.__dict__, "only": list(self.only)})
@@ -45,7 +48,13 @@ class Job:
     @classmethod
     def from_env(cls) -> Job:
         data = json.loads(os.environ[ENV_VAR])
-        return cls(data["step"], data["source"], data["events"], tuple(data["only"]))
+        return cls(
+            data["step"],
+            data["source"],
+            data["events"],
+            tuple(data["only"]),
+            data.get("canary", ""),
+        )
 
 
 class ChildPlugin:
@@ -171,6 +180,8 @@ class ChildPlugin:
         dropped = [item for item in items if _test_name(item) not in wanted]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
+        if self.job.canary and keep:
+            _add_canary(keep, self.job.canary)
         items[:] = keep
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -278,6 +289,25 @@ class ChildPlugin:
 
         with serve_in_thread(app, timeout_graceful_shutdown=1) as base_url:
             yield base_url
+
+
+def _canary_test() -> None:
+    raise AssertionError("the canary fails, always")
+
+
+def _add_canary(items: list[pytest.Item], name: str) -> None:
+    """Put a test that always fails at a random place among `items`.
+
+    An instructor's run (`--source-root`) grades code that may attack the grader in its
+    own process: make every test pass (patching how pytest runs or reports tests), or
+    write results of its own. Such an attack makes this test pass too, or its result go
+    missing, and the parent then gives the step no score. It is built like the graded
+    tests (a `pytest.Function` of the same module), so what changes how they run changes
+    it. It stops the generic attacks, not one written against this very check.
+    """
+    parent = items[0].parent
+    canary = pytest.Function.from_parent(parent, name=name, callobj=_canary_test)
+    items.insert(secrets.randbelow(len(items) + 1), canary)
 
 
 def _test_name(item: pytest.Item) -> str:

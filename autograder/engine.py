@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -120,7 +121,17 @@ def grade_step(step: Step, settings: Settings) -> list[Record]:
 
     while remaining:
         run = _run_child(step, source, remaining, settings)
+        if run.forged:
+            # An instructor's run whose report the submission changed: nothing in it
+            # counts, and the step scores zero (a correct submission never does this).
+            for name in selected:
+                done.pop(name, None)
+                finish(name, "failed", _forged_message(run.forged))
+            remaining = []
+            break
         for result in run.results:
+            if result["test"] not in remaining:
+                continue  # not a test this run was asked for: not the child's report
             finish(
                 result["test"],
                 result["outcome"],
@@ -180,11 +191,21 @@ def grade_step(step: Step, settings: Settings) -> list[Record]:
     return records
 
 
+def _forged_message(why: str) -> str:
+    return (
+        f"This step's run cannot be trusted: {why}. That happens when the submission's "
+        "code changes how the grader runs or reports tests (or writes results itself), "
+        "so the step scores zero. Code written to pass never does this."
+    )
+
+
 def _run_alone(
     step: Step, source: Path, name: str, settings: Settings
 ) -> tuple[Outcome, str, dict[str, object]]:
     """Run one test on its own in a fresh child: its outcome, message and details."""
     run = _run_child(step, source, [name], settings)
+    if run.forged:
+        return "failed", _forged_message(run.forged), {}
     for result in run.results:
         if result["test"] == name:
             extra = {
@@ -208,6 +229,8 @@ class ChildRun:
     import_problem: tuple[Outcome, str] | None = None
     stopped_in: tuple[str, Outcome, str] | None = None  # the test running when it stopped
     log_tail: str = ""
+    # An instructor's run: why the child's report cannot be trusted, if it cannot.
+    forged: str = ""
 
     def not_run_reason(self) -> str:
         detail = self.log_tail or "no detail was printed"
@@ -224,7 +247,14 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
     with tempfile.TemporaryDirectory(prefix=f"grade-{step.id}-") as scratch:
         events_path = Path(scratch) / "events.jsonl"
         events_path.touch()
-        job = Job(step=step.id, source=str(source), events=str(events_path), only=tuple(tests))
+        canary = f"test_canary_{secrets.token_hex(6)}" if settings.sandboxed else ""
+        job = Job(
+            step=step.id,
+            source=str(source),
+            events=str(events_path),
+            only=tuple(tests),
+            canary=canary,
+        )
         base = (
             sandbox.environment(os.environ, Path(scratch) / "home")
             if settings.sandboxed
@@ -250,7 +280,7 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
         log_path = Path(scratch) / "pytest.log"
         with open(events_path, encoding="utf-8") as events:
             child = start_child(arguments, env, log_path, needs=_needs(step))
-            run = _watch(child, events, import_limit, test_limit)
+            run = _watch(child, events, import_limit, test_limit, canary)
             # Every run, not only a hung one: a process the graded code started and left
             # behind must not outlive its grading (it could rewrite results afterwards).
             child.kill()
@@ -258,19 +288,42 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
     return run
 
 
-def _watch(child: Child, events: TextIO, import_limit: float, test_limit: float) -> ChildRun:
-    """Follow the child's events until it ends; end it if a phase runs out of time."""
+def _watch(
+    child: Child, events: TextIO, import_limit: float, test_limit: float, canary: str = ""
+) -> ChildRun:
+    """Follow the child's events until it ends; end it if a phase runs out of time.
+
+    With a `canary` (an instructor's run), the events must also be the ones the child's
+    grader writes, in its order: one `imported`, each `result` right after the `start` of
+    the same test, the canary failing. Anything else means the submission wrote events,
+    or changed how its tests run, and `forged` says so.
+    """
     run = ChildRun()
     phase, phase_started, current, module = "startup", time.monotonic(), "", ""
     pending = ""
+    seen: set[str] = set()  # kinds of event that come once
+    canary_outcome = ""
+
+    def forged(why: str) -> None:
+        if canary and not run.forged:
+            run.forged = why
+
     while True:
         exited = child.poll() is not None
         pending += events.read()
         *lines, pending = pending.split("\n")
         for line in lines:
-            event = json.loads(line)
-            kind = event["event"]
+            try:
+                event = json.loads(line)
+                kind = event["event"]
+            except (ValueError, TypeError, KeyError):
+                forged("the grader's report holds a line the grader did not write")
+                continue
             phase_started = time.monotonic()
+            if kind in {"imported", "done"}:
+                if kind in seen:
+                    forged(f"the grader's report says {kind!r} twice")
+                seen.add(kind)
             if kind == "import":
                 phase, module = "import", event["module"]
             elif kind == "import_error":
@@ -278,9 +331,19 @@ def _watch(child: Child, events: TextIO, import_limit: float, test_limit: float)
             elif kind == "imported":
                 phase = "between"
             elif kind == "start":
+                if phase != "between":
+                    forged("a test started while another ran, or before the import")
                 phase, current = "test", event["test"]
             elif kind == "result":
+                if phase != "test" or event.get("test") != current:
+                    forged("a result came for a test that was not running")
+                    continue
                 phase, current = "between", ""
+                if canary and event["test"] == canary:
+                    canary_outcome = event.get("outcome", "")
+                    if canary_outcome == "passed":
+                        forged("a test that always fails passed")
+                    continue
                 run.results.append(event)
             elif kind == "done":
                 phase = "done"
@@ -309,6 +372,8 @@ def _watch(child: Child, events: TextIO, import_limit: float, test_limit: float)
             return run
         time.sleep(POLL_INTERVAL)
     code = child.poll()
+    if phase == "done" and canary and not canary_outcome and run.results:
+        forged("the result of a test that always fails is missing")
     if phase == "test" and current:
         run.stopped_in = (
             current,

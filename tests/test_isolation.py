@@ -255,3 +255,62 @@ def test_a_submission_that_rewrites_the_grader_scores_zero_and_changes_nothing(
     solution = (STEP.solution_dir / "app.py").read_text(encoding="utf-8")
     output, results = grade_submission(lambda text: solution)
     assert results["score"] == STEP.max_points, output
+
+
+# Code a submission could put at the top of its app.py to raise its own grade from inside
+# the grading process (issue: "two lines at the top of one app.py give that step full
+# marks"). Each starts from the stub as shipped, whose true score is zero.
+FORGERIES = {
+    "every test made to pass": (
+        "import _pytest.python\n_pytest.python.Function.runtest = lambda self: None\n"
+    ),
+    "every result rewritten as passed": (
+        "import autograder.child as _child\n"
+        "_emit = _child.ChildPlugin.emit\n"
+        "def _passed(self, event, **data):\n"
+        "    if event == 'result':\n"
+        "        data.update(outcome='passed', message='', symptom='')\n"
+        "    return _emit(self, event, **data)\n"
+        "_child.ChildPlugin.emit = _passed\n"
+    ),
+    "passed results appended to the report": (
+        "import json, os, tomllib, pathlib\n"
+        "_job = json.loads(os.environ['AUTOGRADER_CHILD'])\n"
+        "_catalog = tomllib.loads(pathlib.Path('course.toml').read_text())\n"
+        "_step = next(s for s in _catalog['steps'] if s['id'] == _job['step'])\n"
+        "with open(_job['events'], 'a') as _events:\n"
+        "    _events.write(json.dumps({'event': 'imported'}) + '\\n')\n"
+        "    for _test in _step['tests']:\n"
+        "        for _kind in ('start', 'result'):\n"
+        "            _events.write(json.dumps({'event': _kind, 'test': _test['name'],\n"
+        "                'item': _test['name'], 'outcome': 'passed', 'message': '',\n"
+        "                'symptom': '', 'duration': 0.0, 'output': ''}) + '\\n')\n"
+        "    _events.write(json.dumps({'event': 'done'}) + '\\n')\n"
+        "os._exit(0)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES, ids=list(FORGERIES))
+def test_an_instructors_run_gives_a_forging_submission_its_true_score(
+    tmp_path: Path, forgery: str
+) -> None:
+    require_shipped_stubs(STEP)
+    root = tmp_path / "submission"
+    shutil.copytree(STEP.exercise_dir, root / STEP.slug)
+    app = root / STEP.slug / "app.py"
+    app.write_text(FORGERIES[forgery] + app.read_text(encoding="utf-8"), encoding="utf-8")
+    results = tmp_path / "results.json"
+    command = [sys.executable, "-m", "autograder", "grade", STEP.id, "--source-root"]
+    completed = subprocess.run(
+        [*command, str(root), "--json", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = " ".join((completed.stdout + completed.stderr).split())
+    graded = json.loads(results.read_text(encoding="utf-8"))
+    assert graded["score"] == 0, output
+    assert "cannot be trusted" in output, output

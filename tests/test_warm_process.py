@@ -59,9 +59,11 @@ def test_a_second_run_is_served_by_the_same_warm_process() -> None:
     assert warm_pid(path) == pid
 
 
-def test_a_run_that_shares_nothing_leaves_no_warm_process() -> None:
+def test_a_run_that_shares_nothing_leaves_no_warm_process(tmp_path: Path) -> None:
     before = set(Path("/proc").glob("[0-9]*")) if Path("/proc").exists() else set()
-    run = grade_step_01(AUTOGRADER_SHARED_WARM="0")
+    # Its own temporary folder names this run's warm process apart from any other
+    # grading run on the machine at the same time.
+    run = grade_step_01(AUTOGRADER_SHARED_WARM="0", TMPDIR=str(tmp_path))
     assert run.stdout.rstrip().endswith(FULL), run.stdout
     if not before:
         pytest.skip("no /proc to list processes")
@@ -71,7 +73,7 @@ def test_a_run_that_shares_nothing_leaves_no_warm_process() -> None:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "autograder.zygote" in command and "warm.sock" in command:
+        if "autograder.zygote" in command and f"{tmp_path}{os.sep}" in command:
             left.append(command)
     assert not left, left
 
