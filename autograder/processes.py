@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -82,6 +82,10 @@ def sandbox_warm_process() -> None:
         SHARED, SANDBOXED = False, True
 
 
+def _limited(chosen: dict[str, int]) -> Callable[[], None]:
+    return lambda: sandbox.apply_limits(chosen)
+
+
 class _SpawnedChild:
     def __init__(self, pytest_args: list[str], env: Mapping[str, str], log: Path) -> None:
         with open(log, "wb") as output:
@@ -93,6 +97,7 @@ class _SpawnedChild:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=os.name != "nt",
+                preexec_fn=_limited(sandbox.limits()) if SANDBOXED and os.name != "nt" else None,
             )
 
     def poll(self) -> int | None:
@@ -193,6 +198,8 @@ class _Zygote:
         self, pytest_args: list[str], env: Mapping[str, str], log: Path, needs: Iterable[str]
     ) -> int:
         request = {"args": pytest_args, "env": dict(env), "log": str(log), "needs": list(needs)}
+        if SANDBOXED:
+            request["limits"] = sandbox.limits()
         with self._lock:
             self.connection.sendall((json.dumps(request) + "\n").encode())
             return self._started.get(timeout=STARTUP_LIMIT)

@@ -44,6 +44,10 @@ def _run_child(request: dict[str, object], keep: list[int]) -> None:
     code = 3  # pytest's "internal error", should anything below raise
     try:
         os.setsid()
+        if request.get("limits"):  # an instructor's run: see autograder.sandbox
+            from autograder.sandbox import apply_limits
+
+            apply_limits(request["limits"])  # type: ignore[arg-type]
         signal.set_wakeup_fd(-1)
         for number in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
             signal.signal(number, signal.SIG_DFL)

@@ -314,3 +314,40 @@ def test_an_instructors_run_gives_a_forging_submission_its_true_score(
     graded = json.loads(results.read_text(encoding="utf-8"))
     assert graded["score"] == 0, output
     assert "cannot be trusted" in output, output
+
+
+# A submission that takes what the machine has: each starts from the solution, whose
+# true score is full, and fails at import under the limits of an instructor's run.
+EXHAUSTIONS = {
+    "address space (8 GiB reserved)": (
+        "import mmap\n_reserved = mmap.mmap(-1, 8 << 30)\n",
+        ("Cannot allocate memory", "MemoryError"),
+    ),
+    "file size (a 2 GiB file)": (
+        "import os, tempfile\n"
+        "with open(os.path.join(tempfile.gettempdir(), 'big.bin'), 'wb') as _big:\n"
+        "    _big.seek(2 << 30)\n"
+        "    _big.write(b'x')\n",
+        ("File too large",),
+    ),
+}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="limits enforced on Linux")
+@pytest.mark.parametrize("exhaustion", EXHAUSTIONS, ids=list(EXHAUSTIONS))
+def test_an_instructors_run_limits_what_a_submission_takes(tmp_path: Path, exhaustion: str) -> None:
+    code, words = EXHAUSTIONS[exhaustion]
+    root = tmp_path / "submission"
+    root.mkdir()
+    shutil.copytree(broken_copy(tmp_path, lambda text: code + text), root / STEP.slug)
+    completed = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", STEP.id, "--source-root", str(root)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = " ".join((completed.stdout + completed.stderr).split())
+    assert output.rstrip().endswith(f"Score: 0/{STEP.max_points}"), output
+    assert any(word in output for word in words), output
