@@ -59,9 +59,80 @@ def start_child(
     """
     zygote = _warm_process() if FORK else None
     if zygote is not None:
+        # So that the child can start processes of its own from it (`run_module`).
+        forked_env = {**env, WARM_SOCKET_ENV: zygote.path}
         with contextlib.suppress(Exception):  # the warm process died: start afresh
-            return _ForkedChild(zygote, zygote.fork(pytest_args, env, log, needs))
+            return _ForkedChild(zygote, zygote.fork(pytest_args, forked_env, log, needs))
     return _SpawnedChild(pytest_args, env, log)
+
+
+WARM_SOCKET_ENV = "AUTOGRADER_WARM_SOCKET"
+
+
+def run_module(
+    module: str, args: list[str], env: Mapping[str, str], log: Path, needs: Iterable[str] = ()
+) -> int:
+    """Run `python -m MODULE ARGS` in the repository root with exactly `env`, to its end.
+
+    From a grading child that the warm process forked, the module runs in a process
+    forked from that warm process too, with `needs` imported already: a new interpreter
+    would spend about a second importing them again. Elsewhere it is a new interpreter.
+    Output goes to `log`; the exit code is returned (negative: killed by that signal).
+    The process keeps this one's resource limits either way.
+    """
+    path = os.environ.get(WARM_SOCKET_ENV)
+    if FORK and path:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return _run_module_in_warm_process(path, module, args, env, log, needs)
+    with open(log, "wb") as output:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            check=False,
+        ).returncode
+
+
+def _run_module_in_warm_process(
+    path: str,
+    module: str,
+    args: list[str],
+    env: Mapping[str, str],
+    log: Path,
+    needs: Iterable[str],
+) -> int:
+    import resource
+
+    # What this process may use, the module's process may too (and no more).
+    limits = {
+        name: resource.getrlimit(getattr(resource, name))[0]
+        for name in ("RLIMIT_CORE", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC")
+        if hasattr(resource, name)
+    }
+    limits = {name: value for name, value in limits.items() if value != resource.RLIM_INFINITY}
+    request = {
+        "module": module,
+        "args": args,
+        "env": dict(env),
+        "log": str(log),
+        "needs": list(needs),
+        "limits": limits,
+    }
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.connect(path)
+        answers = connection.makefile("rb")
+        json.loads(answers.readline())["ready"]  # the greeting comes first
+        connection.sendall((json.dumps(request) + "\n").encode())
+        # Leaving this connection (this process ends, or is killed) ends the module's
+        # process and all it started: the warm process kills what a client leaves.
+        for line in answers:
+            message = json.loads(line)
+            if "exited" in message:
+                return int(message["code"])
+    raise OSError("the warm process left before the module ended")
 
 
 def share_warm_process(shared: bool) -> None:

@@ -8,7 +8,9 @@ others would prove nothing and are not run. The rest go `workers` at a time.
 
 Where the OS can fork, this process imports pytest, FastAPI, hypothesis and the rest once
 and forks a process per run, which starts in milliseconds instead of the second a new
-interpreter takes; on Windows each run is a new interpreter. Either way every run is a
+interpreter takes; on Windows each run is a new interpreter. Started by a grading child
+through `autograder.processes.run_module`, this process is itself forked from the warm
+process, with those imports done already. Either way every run is a
 process of its own, ended when it runs out of time. The runs stay in this process's
 group, so whatever a suite leaves behind ends with the step's run (the grader ends that
 group after every run).
@@ -17,6 +19,7 @@ group after every run).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -69,6 +72,9 @@ def main(job_path: str) -> int:
         for name in WARM:
             with contextlib.suppress(Exception):
                 __import__(name)
+        # Out of the collector's sight: each run's collections then skip what it
+        # inherits, and the pages they share stay shared (as in autograder.zygote).
+        gc.freeze()
     first, rest = runs[0], runs[1:]
     _run_all([first], timeout, 1)
     if _exit_code(first) == 0:

@@ -65,9 +65,12 @@ def _run_child(request: dict[str, object], keep: list[int]) -> None:
         os.environ.update(request["env"])  # type: ignore[arg-type]
         sys.dont_write_bytecode = True
         os.chdir(ROOT)
-        import pytest
+        if request.get("module"):  # `python -m MODULE ARGS` (autograder.processes.run_module)
+            code = _run_module(str(request["module"]), list(request["args"]))  # type: ignore[call-overload]
+        else:
+            import pytest
 
-        code = int(pytest.main(list(request["args"])))  # type: ignore[call-overload]
+            code = int(pytest.main(list(request["args"])))  # type: ignore[call-overload]
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -75,6 +78,21 @@ def _run_child(request: dict[str, object], keep: list[int]) -> None:
         # Leave at once: threads and atexit handlers a learner's code left behind
         # must not keep the child alive after its tests are done.
         os._exit(code)
+
+
+def _run_module(module: str, args: list[str]) -> int:
+    """Be `python -m MODULE ARGS`: its exit code."""
+    import runpy
+
+    sys.argv = [module, *args]
+    sys.path.insert(0, str(ROOT))
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        if stop.code is None:
+            return 0
+        return stop.code if isinstance(stop.code, int) else 1
+    return 0
 
 
 @dataclass

@@ -106,3 +106,24 @@ def test_the_shared_socket_lives_only_in_a_folder_no_one_else_can_enter(
     path = _socket_path(shared=True)
     assert path is not None and Path(path).parent == folder
     assert folder.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(os.name == "nt", reason="no warm process on Windows")
+def test_a_child_runs_a_module_forked_from_the_warm_process(tmp_path: Path, monkeypatch) -> None:
+    """`run_module` from a forked child starts from the warm process (its imports done);
+    without one, a new interpreter, as `python -m` would."""
+    from autograder import processes
+
+    reported = tmp_path / "parent.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    monkeypatch.delenv(processes.WARM_SOCKET_ENV, raising=False)
+    code = processes.run_module("tests.report_parent", [str(reported)], env, tmp_path / "a.log")
+    assert code == 0 and int(reported.read_text()) == os.getpid()
+    warm = processes._Zygote(shared=False)
+    try:
+        monkeypatch.setenv(processes.WARM_SOCKET_ENV, warm.path)
+        code = processes.run_module("tests.report_parent", [str(reported)], env, tmp_path / "b.log")
+        assert code == 0
+        assert int(reported.read_text()) == warm.process.pid, "not forked from the warm process"
+    finally:
+        warm.stop()

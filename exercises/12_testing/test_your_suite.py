@@ -12,7 +12,8 @@ folder holding a copy of `test_service.py` beside one version of the given servi
   A mutant is caught when a test of yours that passed on the correct service fails on
   it. Nothing else counts: not what your suite prints, writes or returns.
 One runner (`autograder.suites`) makes the runs, two at a time, each a process of its
-own, forked from it where the OS allows: it imports pytest and the rest once.
+own, forked from it where the OS allows: it imports pytest and the rest once (and is
+itself forked from the grader's warm process, which imported them already).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import pytest
 
 from autograder.catalog import ROOT
 from autograder.expect import Mismatch
+from autograder.processes import WARM_SOCKET_ENV, run_module
+from autograder.suites import WARM
 
 HERE = Path(__file__).resolve().parent  # the course's copy of the step and its service
 MUTANTS = ROOT / "autograder" / "mutants" / "12_testing"
@@ -190,16 +193,9 @@ def run_suites(suite: Path, services: list[str]) -> dict[str, SuiteRun | None]:
         env = {
             key: value
             for key, value in os.environ.items()
-            if key not in {"AUTOGRADER_CHILD", "PYTEST_ADDOPTS"}
+            if key not in {"AUTOGRADER_CHILD", "PYTEST_ADDOPTS", WARM_SOCKET_ENV}
         }
-        subprocess.run(
-            [sys.executable, "-m", "autograder.suites", str(job)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-        )
+        run_module("autograder.suites", [str(job)], env, Path(scratch) / "runner.log", WARM)
         keep_unicode_table(Path(scratch) / services[0])
         return {run["service"]: read_run(run) for run in runs}
 
