@@ -18,6 +18,12 @@ from pydantic import BaseModel, Field, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coursekit.errors import (
+    ErrorResponse,
+    error_response,
+    http_error_handler,
+    validation_error_handler,
+)
 from coursekit.models import LoadedModel
 
 MAX_TEXT_LENGTH = 2000  # characters, after stripping: a long support ticket
@@ -84,37 +90,8 @@ def predict_tickets(model: LoadedModel, texts: Sequence[str]) -> list[TicketPred
     ]
 
 
-# --- The one error body of this service (step 04's) ---------------------------------------
+# --- Errors: step 04's one error body (coursekit.errors) and this service's own ----------
 
-
-class ErrorDetail(BaseModel):
-    """One problem with the request: where it is, what is wrong, and its kind."""
-
-    loc: list[str | int]
-    message: str
-    type: str
-
-
-class ErrorBody(BaseModel):
-    """What went wrong: a stable `code` for programs, a `message` for people."""
-
-    code: str
-    message: str
-    details: list[ErrorDetail] = []
-
-
-class ErrorResponse(BaseModel):
-    """Every 4xx and 5xx this service answers has this body."""
-
-    error: ErrorBody
-
-
-ERROR_CODES: dict[int, str] = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "content_too_large",
-}
 
 # What /openapi.json (and so /docs) says the prediction route may answer besides 200.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -130,37 +107,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorResponse, "description": "The model failed on this request's batch"},
     503: {"model": ErrorResponse, "description": "The queue is full: retry after a while"},
 }
-
-
-def error_response(
-    status_code: int,
-    code: str,
-    message: str,
-    details: Sequence[ErrorDetail] = (),
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """A response with this service's one error body."""
-    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=list(details)))
-    return JSONResponse(status_code=status_code, content=body.model_dump(), headers=headers)
-
-
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    details = [
-        ErrorDetail(loc=list(error["loc"]), message=error["msg"], type=error["type"])
-        for error in exc.errors()
-    ]
-    count = len(details)
-    message = f"The request is not valid: {count} problem{'s' if count != 1 else ''}."
-    return error_response(422, "validation_error", message, details)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    # Starlette's own HTTPException: it answers unknown paths, wrong methods and a body
-    # over the size limit (413) with it.
-    assert isinstance(exc, StarletteHTTPException)
-    code = ERROR_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
@@ -180,7 +126,7 @@ async def _batch_failed(request: Request, exc: Exception) -> JSONResponse:
 
 def add_error_handlers(app: FastAPI) -> None:
     """Answer every error of `app` with the one error body (413, 422, 500, 503 and others)."""
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(QueueFullError, _queue_full)
     app.add_exception_handler(BatchFailedError, _batch_failed)

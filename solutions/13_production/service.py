@@ -11,7 +11,7 @@ break.
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +25,12 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coursekit.errors import (
+    ErrorResponse,
+    error_response,
+    http_error_handler,
+    validation_error_handler,
+)
 from coursekit.llm import ChatModel, get_model
 from coursekit.models import LoadedModel
 
@@ -135,7 +141,7 @@ def check_database(path: str) -> bool:
     return True
 
 
-# --- Errors: the one error body of this service (step 04's) --------------------------------
+# --- Errors: step 04's one error body (coursekit.errors) and this service's own ----------
 
 
 class NotReadyError(Exception):
@@ -152,36 +158,6 @@ class RateLimitedError(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"rate limited for {retry_after} s")
         self.retry_after = retry_after
-
-
-class ErrorDetail(BaseModel):
-    """One problem with the request: where it is, what is wrong, and its kind."""
-
-    loc: list[str | int]
-    message: str
-    type: str
-
-
-class ErrorBody(BaseModel):
-    """What went wrong: a stable `code` for programs, a `message` for people."""
-
-    code: str
-    message: str
-    details: list[ErrorDetail] = []
-
-
-class ErrorResponse(BaseModel):
-    """Every 4xx and 5xx this service answers has this body."""
-
-    error: ErrorBody
-
-
-ERROR_CODES: dict[int, str] = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "content_too_large",
-}
 
 
 def _error(model: type[BaseModel], description: str) -> dict[str, Any]:
@@ -220,35 +196,6 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_response(
-    status_code: int,
-    code: str,
-    message: str,
-    details: Sequence[ErrorDetail] = (),
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """A response with this service's one error body."""
-    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=list(details)))
-    return JSONResponse(status_code=status_code, content=body.model_dump(), headers=headers)
-
-
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    details = [
-        ErrorDetail(loc=list(error["loc"]), message=error["msg"], type=error["type"])
-        for error in exc.errors()
-    ]
-    count = len(details)
-    message = f"The request is not valid: {count} problem{'s' if count != 1 else ''}."
-    return error_response(422, "validation_error", message, details)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = ERROR_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
-
-
 async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
     message = "The service is starting: the model is not loaded yet. Try again shortly."
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -272,8 +219,8 @@ async def _rate_limited(request: Request, exc: Exception) -> JSONResponse:
 
 def add_error_handlers(app: FastAPI) -> None:
     """Answer every error of `app` with the one error body (422, 429, 503 and others)."""
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(NotReadyError, _not_ready)
     app.add_exception_handler(OverloadedError, _overloaded)
     app.add_exception_handler(RateLimitedError, _rate_limited)
