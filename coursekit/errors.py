@@ -9,6 +9,7 @@ their errors with it, from here, and add the handlers of their own errors.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +35,7 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every 4xx and 5xx the service answers has this body."""
+    """Every 4xx and 5xx this service answers has this body."""
 
     error: ErrorBody
 
@@ -46,6 +47,21 @@ ERROR_CODES: dict[int, str] = {
     404: "not_found",
     405: "method_not_allowed",
     413: "content_too_large",
+}
+
+
+# What /openapi.json (and so /docs) says a route that reads a JSON body may answer
+# besides its success; a service adds the statuses of its own errors.
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body could not be decoded"},
+    # A streamed body over the limit gets the error body; a declared one, Starlette's
+    # own plain text (its middleware replaces whatever the handler answered).
+    413: {
+        "model": ErrorResponse,
+        "description": "The request body is over the size limit",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    422: {"model": ErrorResponse, "description": "The request is not valid"},
 }
 
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coursekit.errors import (
+    BODY_ERROR_RESPONSES,
     ERROR_CODES,
     ErrorBody,
     ErrorDetail,
@@ -24,6 +25,7 @@ from coursekit.errors import (
 )
 
 __all__ = [
+    "BODY_ERROR_RESPONSES",
     "ERROR_CODES",
     "ERROR_RESPONSES",
     "KEY_ERROR_RESPONSES",
@@ -41,20 +43,11 @@ __all__ = [
 
 # What /openapi.json (and so /docs) says the prediction routes may answer besides 200.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body could not be decoded"},
-    # A streamed body over the limit gets the error body; a declared one, Starlette's
-    # own plain text (its middleware replaces whatever the handler answered).
-    413: {
-        "model": ErrorResponse,
-        "description": "The request body is over the size limit",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
-    },
-    422: {"model": ErrorResponse, "description": "The request is not valid"},
+    **BODY_ERROR_RESPONSES,
     503: {"model": ErrorResponse, "description": "The model is not loaded"},
 }
 # The same for the routes behind an API key, which use no model from the registry.
 KEY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: ERROR_RESPONSES[400],
     401: {"model": ErrorResponse, "description": "The API key is missing or wrong"},
     422: ERROR_RESPONSES[422],
 }

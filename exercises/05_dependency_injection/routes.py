@@ -50,7 +50,10 @@ def get_model_info(model: ModelDep) -> ModelInfo:
 
 # TODO: only a request with a right API key may reach this route. Lesson: "API keys
 # with HTTPBearer".
-@router.post("/embed", responses={**KEY_ERROR_RESPONSES, 413: ERROR_RESPONSES[413]})
+@router.post(
+    "/embed",
+    responses={**KEY_ERROR_RESPONSES, 400: ERROR_RESPONSES[400], 413: ERROR_RESPONSES[413]},
+)
 def embed_texts(to_embed: EmbedRequest, embedder: EmbedderDep) -> EmbedResponse:
     # TODO: one vector per text, in order, unrounded, from the embedder this route is
     # given (not coursekit's shared default). Lesson: "API keys with HTTPBearer".

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coursekit.errors import (
+    BODY_ERROR_RESPONSES,
     ErrorResponse,
     error_response,
     http_error_handler,
@@ -95,15 +96,7 @@ def predict_tickets(model: LoadedModel, texts: Sequence[str]) -> list[TicketPred
 
 # What /openapi.json (and so /docs) says the prediction route may answer besides 200.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body could not be decoded"},
-    # A streamed body over the limit gets the error body; a declared one, Starlette's
-    # own plain text (its middleware replaces whatever the handler answered).
-    413: {
-        "model": ErrorResponse,
-        "description": "The request body is over the size limit",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
-    },
-    422: {"model": ErrorResponse, "description": "The request is not valid"},
+    **BODY_ERROR_RESPONSES,
     500: {"model": ErrorResponse, "description": "The model failed on this request's batch"},
     503: {"model": ErrorResponse, "description": "The queue is full: retry after a while"},
 }

@@ -52,7 +52,7 @@ def get_model_info(model: ModelDep) -> ModelInfo:
 @router.post(
     "/embed",
     dependencies=[Depends(require_api_key)],
-    responses={**KEY_ERROR_RESPONSES, 413: ERROR_RESPONSES[413]},
+    responses={**KEY_ERROR_RESPONSES, 400: ERROR_RESPONSES[400], 413: ERROR_RESPONSES[413]},
 )
 def embed_texts(to_embed: EmbedRequest, embedder: EmbedderDep) -> EmbedResponse:
     return EmbedResponse(

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coursekit.errors import (
+    BODY_ERROR_RESPONSES,
     ErrorResponse,
     error_response,
     http_error_handler,
@@ -165,16 +166,7 @@ def _error(model: type[BaseModel], description: str) -> dict[str, Any]:
 
 
 # What /openapi.json (and so /docs) says the routes may answer besides 200.
-BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _error(ErrorResponse, "The body could not be decoded"),
-    # A streamed body over the limit gets the error body; a declared one, Starlette's
-    # own plain text (its middleware replaces whatever the handler answered).
-    413: {
-        **_error(ErrorResponse, "The request body is over the size limit"),
-        "content": {"text/plain": {"schema": {"type": "string"}}},
-    },
-    422: _error(ErrorResponse, "The request is not valid"),
-}
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = BODY_ERROR_RESPONSES
 # On the streaming route FastAPI would file a model under text/event-stream, the route's
 # own media type; its errors are JSON all the same, so the media type is spelled out.
 _JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
