@@ -229,12 +229,12 @@ class Cluster:
         return Process(popen.pid, log, popen)
 
     def start_worker(self) -> Process:
-        name = f"worker{len(self.workers) + 1}"
+        name = f"{self.queue}-worker{len(self.workers) + 1}"
         command = ["celery", "-A", "tasks", "worker", "--pool=threads", "--concurrency=1"]
         command += ["-Q", self.queue]
         command += ["-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
         command += ["--without-heartbeat", "--loglevel=WARNING"]
-        log = self.logs / f"{self.queue}-{name}.log"
+        log = self.logs / f"{name}.log"
         process = self._start(lambda: _run_worker(self.queue, name), command, log)
         self.workers.append(process)
         return process
@@ -279,7 +279,8 @@ def server_url() -> Iterator[str]:
         raise AssertionError(str(error)) from None
 
 
-def _cluster(url: str, logs: Path, workers: int, api: bool, **settings: str) -> Iterator[Cluster]:
+def _new_cluster(url: str, logs: Path, **settings: str) -> Cluster:
+    """A queue of its own on the server, and the settings its processes get."""
     queue = f"jobs-{uuid.uuid4().hex[:12]}"
     env = {
         "JOBS_REDIS_URL": url,
@@ -288,21 +289,59 @@ def _cluster(url: str, logs: Path, workers: int, api: bool, **settings: str) -> 
         "JOBS_RETRY_BACKOFF": "0.02",
         **{f"JOBS_{name.upper()}": value for name, value in settings.items()},
     }
-    cluster = Cluster(url, queue, env, _learner_folder(), logs)
-    try:
-        for _ in range(workers):
-            cluster.start_worker()
-        if api:
-            cluster.start_api()
-        yield cluster
-    finally:
-        cluster.stop()
+    return Cluster(url, queue, env, _learner_folder(), logs)
+
+
+# What a forked worker or API process imports to start: imported once here, before the
+# forks, instead of once in each of them.
+WARM = (
+    "celery.apps.worker",
+    "celery.worker.consumer",
+    "celery.concurrency.thread",
+    "kombu.transport.redis",
+    "uvicorn",
+    "uvicorn.lifespan.on",
+    "uvicorn.loops.auto",
+    "uvicorn.protocols.http.auto",
+)
 
 
 @pytest.fixture(scope="module")
-def cluster(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def clusters(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Every process this file's tests use, started together before the first test.
+
+    "shared": two workers and a second API process on one queue, for most tests;
+    "fragile": two workers whose visibility timeout is half a second, on a queue of their
+    own, for the test that kills one of them (on the shared queue, a job held at a gate
+    for longer than that would be handed to the other worker too).
+    """
+    if FORK:
+        for name in WARM:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+    logs = tmp_path_factory.mktemp("logs")
+    shared = _new_cluster(server_url, logs)
+    fragile = _new_cluster(server_url, logs, visibility_timeout="0.5")
+    try:
+        for cluster in (shared, fragile, shared, fragile):
+            cluster.start_worker()
+        shared.start_api()
+        yield {"shared": shared, "fragile": fragile}
+    finally:
+        shared.stop()
+        fragile.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(clusters: dict) -> Cluster:
     """Two workers and a second API process, on one queue, shared by this file's tests."""
-    yield from _cluster(server_url, tmp_path_factory.mktemp("logs"), workers=2, api=True)
+    return clusters["shared"]
+
+
+@pytest.fixture(scope="module")
+def fragile_cluster(clusters: dict) -> Cluster:
+    """Two workers of their own, with a visibility timeout of half a second."""
+    return clusters["fragile"]
 
 
 @dataclass
@@ -605,18 +644,6 @@ def test_a_permanent_failure_ends_failed_with_its_error_and_is_not_retried(servi
 
 
 # --- A worker that dies mid-job --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fragile_cluster(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Two workers of their own, with a visibility timeout of 1 s, on a queue of their own."""
-    yield from _cluster(
-        server_url,
-        tmp_path_factory.mktemp("fragile"),
-        workers=2,
-        api=False,
-        visibility_timeout="1",
-    )
 
 
 def test_a_job_whose_worker_is_killed_is_finished_by_another(
