@@ -357,9 +357,12 @@ class Service:
     server: redis.Redis
     settings: Any  # queue_setup.Settings of this queue
     scoring: ModuleType
+    held: list[list[str]] = field(default_factory=list)  # batches that wait at a gate
 
     def submit(self, texts: list[str], key: str | None = None, via: Any = None) -> httpx.Response:
         headers = {"Idempotency-Key": key} if key is not None else {}
+        if any("#hold" in text for text in texts):
+            self.held.append(texts)
         try:
             return (via or self.client).post("/jobs", json={"texts": texts}, headers=headers)
         except httpx.TimeoutException:
@@ -443,7 +446,13 @@ def _service(
         TestClient(module.app, raise_server_exceptions=False) as client,
         httpx.Client(base_url=cluster.api_url or "http://127.0.0.1:9", timeout=HANG) as other,
     ):
-        yield Service(cluster, client, other, server, settings, scoring)
+        service = Service(cluster, client, other, server, settings, scoring)
+        try:
+            yield service
+        finally:
+            # However the test ended, no held job keeps a shared worker for the next tests.
+            for texts in service.held:
+                service.open_gate(texts)
 
 
 @pytest.fixture
@@ -655,7 +664,7 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another(
     for service in _service(fragile_cluster, monkeypatch, exercise):
         texts = batch("#hold")
         job_id = service.accepted(texts)
-        [victim] = service.wait_started(texts)
+        victim = service.wait_started(texts)[0]
         workers = {process.pid: process for process in fragile_cluster.workers}
         if victim not in workers:
             raise AssertionError(
