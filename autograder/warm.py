@@ -78,6 +78,16 @@ MODULES = (
     "limits.storage",
     "opentelemetry.sdk.metrics",
     "opentelemetry.sdk.trace",
+    # Step 14's queue (and the capstone's): what its API side imports, and what its
+    # forked workers start with.
+    "redis",
+    "celery",
+    "celery.result",
+    "celery.apps.worker",
+    "celery.worker.consumer",
+    "celery.concurrency.thread",
+    "kombu.transport.redis",
+    "coursekit.redis_server",
 )
 # What a real uvicorn server imports when it starts (coursekit.server imports it late).
 SERVER_MODULES = (

@@ -31,7 +31,7 @@ from schemathesis.core.failures import FailureGroup
 
 from coursekit.server import serve_in_thread
 from coursekit.upstream import make_upstream, running_upstreams
-from tests.helpers import STEPS
+from tests.helpers import STEPS, require_services
 from tests.test_offline_docs import load_app
 
 CHECKS = [
@@ -115,6 +115,15 @@ def _production(stack: ExitStack, tmp: Path) -> dict[str, str]:
     return {}
 
 
+def _task_queue(stack: ExitStack, tmp: Path) -> dict[str, str]:
+    from coursekit.redis_server import running_server
+
+    url = stack.enter_context(running_server())
+    # A queue of its own: a server named in COURSE_REDIS_URL may serve others' runs too.
+    stack.enter_context(environment({"JOBS_REDIS_URL": url, "JOBS_QUEUE": f"contract-{tmp.name}"}))
+    return {}
+
+
 SETUPS: dict[str, Setup] = {
     "05_dependency_injection": _predictor,
     "06_async_concurrency": _ensemble,
@@ -122,6 +131,7 @@ SETUPS: dict[str, Setup] = {
     "09_chat_sessions": _chat,
     "10_openai_api": _compatible,
     "13_production": _production,
+    "14_task_queue": _task_queue,
 }
 
 
@@ -170,6 +180,7 @@ def _failures(base_url: str, headers: dict[str, str]) -> list[str]:
 
 @pytest.mark.parametrize("step", STEPS, ids=[step.slug for step in STEPS])
 def test_every_answer_is_documented(step: Any, tmp_path: Path) -> None:
+    require_services(step)
     module, _, attribute = step.app.partition(":")
     assert attribute == "app", "load_app imports `app` from the step's module"
     with ExitStack() as stack:
