@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -49,10 +49,13 @@ JOB_TIMEOUT = 30.0  # seconds for a job to finish on the worker (it takes under 
 GATE_TIMEOUT = 10.0  # seconds a held model call waits for the test before it goes on
 MAX_PINS = 64  # connections opened to find one per worker: 2^-63 to miss with even odds
 MODEL = "coursekit-tinylm"
+# Users of this run's own: with COURSE_REDIS_URL, one server outlives runs, and a count
+# (carol's quota) must not carry over from the last run.
+RUN = uuid.uuid4().hex[:8]
 KEYS = {
-    "key-alice": {"user": "alice", "rate_limit": "100000/hour"},
-    "key-bob": {"user": "bob", "rate_limit": "100000/hour"},
-    "key-carol": {"user": "carol", "rate_limit": "6/hour"},  # the rate-limit test's own
+    "key-alice": {"user": f"alice-{RUN}", "rate_limit": "100000/hour"},
+    "key-bob": {"user": f"bob-{RUN}", "rate_limit": "100000/hour"},
+    "key-carol": {"user": f"carol-{RUN}", "rate_limit": "6/hour"},  # the rate-limit test's
 }
 ALICE = {"Authorization": "Bearer key-alice"}
 BOB = {"Authorization": "Bearer key-bob"}
@@ -113,13 +116,15 @@ class Deployment:
             seen: dict[str, httpx.Client] = {}
             for _ in range(MAX_PINS):
                 client = self.http()
-                served_by = client.get("/health/live").headers.get("x-served-by")
+                live = client.get("/health/live")
+                served_by = live.headers.get("x-served-by")
                 if not served_by:
                     raise Mismatch(
                         "GET /health/live: the answer has no X-Served-By header. Every "
                         "answer names the worker process that served it (its process id).",
                         symptom="no X-Served-By",
                     )
+                expect_equal(expect_json(live), {"status": "ok"}, "GET /health/live")
                 seen.setdefault(served_by, client)
                 if len(seen) == 2:
                     break
@@ -143,9 +148,12 @@ class Deployment:
         )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Ask all to stop at once (SIGTERM: uvicorn and Celery shut down gracefully), then wait."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
@@ -174,7 +182,8 @@ def deployment(redis_url: str) -> Iterator[Deployment]:
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="capstone-")))
         log = scratch / "uvicorn.log"
-        processes = []
+        processes: list[subprocess.Popen[bytes]] = []
+        stack.callback(_stop, processes)
         uvicorn = ["uvicorn", "app:app", "--workers", "2", "--host", "127.0.0.1"]
         uvicorn += ["--port", str(port), "--log-level", "warning"]
         celery = ["celery", "-A", "tasks:celery_app", "worker", "--pool", "solo"]
@@ -191,7 +200,6 @@ def deployment(redis_url: str) -> Iterator[Deployment]:
                     stderr=subprocess.STDOUT,
                 )
             processes.append(process)
-            stack.callback(_stop, process)
         running = Deployment(f"http://127.0.0.1:{port}", log)
         stack.callback(lambda: [client.close() for client in running.opened])
         deadline = time.monotonic() + START_TIMEOUT
@@ -278,6 +286,28 @@ def test_a_chat_completion_through_the_openai_client(deployment: Deployment) -> 
     )
     expect_equal(completion.choices[0].finish_reason, "length", "finish_reason")
     expect_equal(completion.usage.prompt_tokens, prompt_tokens(messages), "usage.prompt_tokens")
+    # The older name of the limit, the default limit, temperature and stop, as raw HTTP.
+    client = deployment.http()
+    for options, limits in (
+        ({"max_tokens": 5}, {"max_tokens": 5}),
+        ({}, {"max_tokens": 16}),
+        (
+            {"temperature": 0, "stop": [" notebook"], "seed": 1},
+            {"temperature": 0, "stop": [" notebook"], "seed": 1, "max_tokens": 16},
+        ),
+    ):
+        response = client.post(
+            "/v1/chat/completions",
+            headers=ALICE,
+            json={"model": MODEL, "messages": messages, **options},
+        )
+        body = expect_json(response)
+        expected = get_model().reply(messages, **limits)
+        expect_equal(
+            (body["choices"][0]["message"]["content"], body["choices"][0]["finish_reason"]),
+            (expected.message["content"], expected.finish_reason),
+            f"the reply and finish_reason with {shown(options) if options else 'no limit'}",
+        )
 
 
 def test_a_stream_through_the_async_openai_client_ends_with_done(

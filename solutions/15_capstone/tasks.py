@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 from contract import Settings, predict_tickets
 
 from coursekit.models import LoadedModel, load_model
@@ -24,8 +25,14 @@ celery_app.conf.update(
 
 @cache
 def _ticket_model() -> LoadedModel:
-    # Once per worker process, at its first job: not at import, so the API stays light.
+    # Once per worker process: not at import, since the API processes import this module
+    # too (to enqueue) and never run the task.
     return load_model("tickets")
+
+
+@worker_init.connect
+def _load_before_the_first_job(**_: Any) -> None:
+    _ticket_model()  # while the worker starts, not while the first job waits
 
 
 @celery_app.task(name="capstone.score_tickets")
