@@ -39,8 +39,6 @@ MUTANTS = ROOT / "autograder" / "mutants" / "15_capstone"
 REPORTER = ROOT / "autograder" / "mutants" / "12_testing"  # the suite_report plugin
 CATALOG = tomllib.loads((MUTANTS / "mutants.toml").read_text(encoding="utf-8"))
 BUGS = {mutant["name"]: mutant["bug"] for mutant in CATALOG["mutants"]}
-SUITE_TIMEOUT = 120.0  # seconds one run may take: a correct one takes about 2 s of CPU
-WORKERS = 2  # runs at once: each is a whole Python process, busy on one core
 
 
 def _step_12() -> ModuleType:
@@ -58,6 +56,7 @@ def _step_12() -> ModuleType:
 
 suites = _step_12()
 SuiteRun = suites.SuiteRun
+SUITE_TIMEOUT = suites.SUITE_TIMEOUT  # seconds one run may take (120: a hang stop)
 
 
 def the_service(edits: list[dict[str, str]]) -> dict[str, str]:
@@ -114,28 +113,10 @@ def prepare_run(scratch: Path, suite: Path, service: str) -> dict[str, str]:
 
 
 def run_suites(suite: Path, services: list[str]) -> dict[str, Any]:
-    """Run the suite on each version (the reference first) in one runner, two at a time."""
-    with tempfile.TemporaryDirectory(prefix="suites-15-") as scratch:
-        runs = [prepare_run(Path(scratch), suite, service) for service in services]
-        job = Path(scratch) / "job.json"
-        job.write_text(
-            json.dumps({"runs": runs, "timeout": SUITE_TIMEOUT, "workers": WORKERS}),
-            encoding="utf-8",
-        )
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in {"AUTOGRADER_CHILD", "PYTEST_ADDOPTS"}
-        }
-        subprocess.run(
-            [sys.executable, "-m", "autograder.suites", str(job)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-        )
-        return {run["service"]: suites.read_run(run) for run in runs}
+    """Run the suite on each version (the reference first): step 12's runner, with this
+    step's folders (its `prepare_run` is replaced in the private copy loaded above)."""
+    suites.prepare_run = prepare_run
+    return suites.run_suites(suite, services)
 
 
 @pytest.fixture(scope="module")
