@@ -20,9 +20,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
+import threading
 import tomllib
 from collections.abc import Iterator
+from concurrent.futures import Future
 from importlib.util import find_spec
 from pathlib import Path
 from types import ModuleType
@@ -119,18 +120,42 @@ def run_suites(suite: Path, services: list[str]) -> dict[str, Any]:
     return suites.run_suites(suite, services)
 
 
+_started: dict[str, Future[dict[str, Any]]] = {}
+
+
+def start_runs(names: set[str]) -> Future[dict[str, Any]]:
+    """Start, once, the runs that the graded tests `names` need, in a thread of their own.
+
+    conftest.py calls it as soon as the tests are collected, so the runs go on while the
+    service's tests (test_app.py) wait on the network; the `runs` fixture waits for them.
+    """
+    if "runs" not in _started:
+        future: Future[dict[str, Any]] = Future()
+        _started["runs"] = future
+        wanted = {name.removeprefix("test_catches_") for name in names}
+        if "test_your_suite_passes_on_the_reference_service" in names:
+            wanted |= set(BUGS)  # it needs to know that some mutant is caught
+        services = ["correct", *EQUIVALENTS, *(name for name in BUGS if name in wanted)]
+        spec = find_spec("test_service")
+
+        def work() -> None:
+            try:
+                if spec is None or spec.origin is None:
+                    raise AssertionError(
+                        "There is no test_service.py to grade: it holds your suite."
+                    )
+                future.set_result(run_suites(Path(spec.origin), services))
+            except BaseException as error:  # the fixture re-raises it in the test
+                future.set_exception(error)
+
+        threading.Thread(target=work, name="suite-runs", daemon=True).start()
+    return _started["runs"]
+
+
 @pytest.fixture(scope="module")
 def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """The runs the selected graded tests need, made once for the whole step."""
-    spec = find_spec("test_service")
-    if spec is None or spec.origin is None:
-        raise AssertionError("There is no test_service.py to grade: it holds your suite.")
-    names = {item.name for item in request.session.items}
-    wanted = {name.removeprefix("test_catches_") for name in names}
-    if "test_your_suite_passes_on_the_reference_service" in names:
-        wanted |= set(BUGS)  # it needs to know that some mutant is caught
-    mutants = [name for name in BUGS if name in wanted]
-    seen = run_suites(Path(spec.origin), ["correct", *EQUIVALENTS, *mutants])
+    seen = start_runs({item.name for item in request.session.items}).result()
     problem = suites.baseline_problem(seen["correct"] or SuiteRun("correct"))
     yield {
         service: run
