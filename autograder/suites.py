@@ -61,6 +61,13 @@ WARM = (
     "sqlite3",
     "coursekit.models",
     "coursekit.docs",
+    # What the capstone's suites (step 15) use besides.
+    "celery",
+    "redis",
+    "redis.asyncio",
+    "limits.aio.storage",
+    "limits.aio.strategies",
+    "coursekit.llm",
 )
 
 
