@@ -124,6 +124,20 @@ def _task_queue(stack: ExitStack, tmp: Path) -> dict[str, str]:
     return {}
 
 
+def _capstone(stack: ExitStack, tmp: Path) -> dict[str, str]:
+    import json
+
+    from coursekit.redis_server import running_server
+
+    url = stack.enter_context(running_server())
+    # A key of its own and a limit schemathesis does not reach, so it gets past both.
+    keys = {API_KEY: {"user": f"contract-{tmp.name}", "rate_limit": "100000/minute"}}
+    stack.enter_context(
+        environment({"CAPSTONE_REDIS_URL": url, "CAPSTONE_API_KEYS": json.dumps(keys)})
+    )
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
 SETUPS: dict[str, Setup] = {
     "05_dependency_injection": _predictor,
     "06_async_concurrency": _ensemble,
@@ -132,12 +146,13 @@ SETUPS: dict[str, Setup] = {
     "10_openai_api": _compatible,
     "13_production": _production,
     "14_task_queue": _task_queue,
+    "15_capstone": _capstone,
 }
 
 
 # Steps whose app serves before it is ready (it loads its model in the background): the
 # check starts once this path answers 200, as a load balancer would send traffic.
-READY: dict[str, str] = {"13_production": "/health/ready"}
+READY: dict[str, str] = {"13_production": "/health/ready", "15_capstone": "/health/ready"}
 
 
 def _wait_until_ready(url: str, timeout: float = 60.0) -> None:

@@ -13,7 +13,15 @@ from typing import Any
 import batching
 import chat
 import jobs
-from contract import MAX_BODY_SIZE, Health, ServiceError, Settings, add_error_handlers, build_tools
+from contract import (
+    MAX_BODY_SIZE,
+    ErrorBody,
+    Health,
+    ServiceError,
+    Settings,
+    add_error_handlers,
+    build_tools,
+)
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.metrics import MeterProvider
@@ -41,6 +49,36 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await app.state.batcher.stop()
         await app.state.redis.aclose()
+
+
+# What /openapi.json (and so /docs) says each router's routes may answer besides success.
+_DESCRIPTIONS = {
+    400: "The body could not be decoded",
+    401: "The API key is missing or unknown",
+    404: "No such session or job of this key's holder",
+    409: "This Idempotency-Key belongs to another batch",
+    413: "The request body is over the size limit",
+    422: "The request is not valid",
+    429: "This key's rate limit is used up: see Retry-After",
+    503: "Too many predictions wait: see Retry-After",
+}
+CHAT_ERRORS = (400, 401, 404, 413, 422, 429)
+PREDICT_ERRORS = (400, 401, 413, 422, 429, 503)
+JOB_ERRORS = (400, 401, 404, 409, 413, 422, 429)
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "The Valkey server does not answer"}
+}
+
+
+def _documented(statuses: tuple[int, ...]) -> dict[int | str, dict[str, Any]]:
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses
+    }
+    if 413 in documented:
+        # A streamed body over the limit gets the error body; a declared one, Starlette's
+        # own plain text (its middleware replaces whatever the handler answered).
+        documented[413]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    return documented
 
 
 def _is_probe(scope: MutableMapping[str, Any]) -> bool:
@@ -97,9 +135,9 @@ def create_app(
     add_error_handlers(app)
     app.add_exception_handler(asyncio.QueueFull, _queue_full)
     app.add_api_route("/health/live", _live, methods=["GET"])
-    app.add_api_route("/health/ready", _ready, methods=["GET"])
-    for module in (chat, batching, jobs):
-        app.include_router(module.router)
+    app.add_api_route("/health/ready", _ready, methods=["GET"], responses=_NOT_READY)
+    for module, statuses in ((chat, CHAT_ERRORS), (batching, PREDICT_ERRORS), (jobs, JOB_ERRORS)):
+        app.include_router(module.router, responses=_documented(statuses))
     app.add_middleware(RequestIdMiddleware)
     return app
 

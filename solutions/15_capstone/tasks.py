@@ -20,6 +20,18 @@ celery_app.conf.update(
     result_expires=3600,  # results are kept an hour, then the backend forgets them
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    # A busy machine can keep the server from answering for seconds: wait that out rather
+    # than fail a submission (Celery's defaults give up after 4 s, or 3 quick retries).
+    broker_connection_timeout=30,
+    broker_transport_options={"socket_timeout": 30, "socket_connect_timeout": 30},
+    redis_socket_timeout=30,
+    redis_socket_connect_timeout=30,
+    task_publish_retry_policy={
+        "max_retries": 10,
+        "interval_start": 0.1,
+        "interval_step": 0.5,
+        "interval_max": 2,
+    },
 )
 
 
