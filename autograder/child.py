@@ -214,6 +214,7 @@ class ChildPlugin:
             outcome=explanation.outcome,
             message=explanation.message,
             symptom=explanation.symptom,
+            waited=explanation.waited,
             duration=round(time.perf_counter() - started, 4),
             output=output[-2000:],
         )

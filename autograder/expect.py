@@ -33,6 +33,16 @@ class Mismatch(AssertionError):
         self.symptom = symptom
 
 
+class OutOfTime(AssertionError):
+    """A wait of the test's own ran out: a job that never ended, a server that never served.
+
+    Raise it (not a plain AssertionError) from a test's wait loops. The grader then runs
+    the test once more, on its own, before it counts the failure: on a busy machine a
+    correct solution can be slow. Timeouts of httpx, openai and `Future.result` count so
+    too, without this class.
+    """
+
+
 def shown(value: Any) -> str:
     """A short, readable rendering of a value for a message; strings are quoted.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType, TracebackType
 
@@ -49,6 +49,14 @@ class Explanation:
     outcome: Outcome
     message: str
     symptom: str = ""
+    # The failure is a wait that ran out (see `autograder.expect.OutOfTime`): the grader
+    # runs the test again on its own before it counts.
+    waited: bool = False
+
+
+# Timeouts of the clients the tests use (httpx's base class, openai's), by class name so
+# that this module imports neither; TimeoutError covers Future.result and asyncio.
+TIMEOUT_CLASSES = frozenset({"TimeoutException", "APITimeoutError", "OutOfTime"})
 
 
 def explain_test_failure(
@@ -64,6 +72,37 @@ def explain_test_failure(
     the app raised while the test ran: a test that saw only "answered 500" is told
     which line of the learner's code raised.
     """
+    explanation = _explain(exc, source, given, server_errors)
+    if any(ran_out_of_time(error) for error in (exc, *server_errors)):
+        return replace(explanation, waited=True)
+    return explanation
+
+
+def ran_out_of_time(exc: BaseException) -> bool:
+    """Whether a wait ran out anywhere in `exc`, its causes or the group it is in."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, TimeoutError) or any(
+            kind.__name__ in TIMEOUT_CLASSES for kind in type(error).__mro__
+        ):
+            return True
+        if isinstance(error, BaseExceptionGroup):
+            stack.extend(error.exceptions)
+        stack.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+    return False
+
+
+def _explain(
+    exc: BaseException,
+    source: Path,
+    given: Collection[str],
+    server_errors: Sequence[BaseException],
+) -> Explanation:
     # Streaming responses run the learner's generator in a task group, which wraps its
     # error; the one exception inside is what the learner needs to see.
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:

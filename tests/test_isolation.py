@@ -88,6 +88,49 @@ def test_a_handler_that_loops_forever_costs_only_its_tests(tmp_path: Path) -> No
     assert all(r.score == 0 for r in records.values() if r.test != "test_health_returns_ok")
 
 
+def _slow_the_first_times(runs: int):  # type: ignore[no-untyped-def]
+    """An edit: the first `runs` grading children see /analyze run out of time (as a
+    correct solution on a busy machine can); each child counts itself in a file."""
+
+    def edit(text: str) -> str:
+        counting = (  # a child may import app.py more than once: count processes
+            "import os as _os\n"
+            "from pathlib import Path as _Path\n"
+            "_RUNS = _Path(__file__).with_name('runs.txt')\n"
+            "_SEEN = _RUNS.read_text().split() if _RUNS.exists() else []\n"
+            "if str(_os.getpid()) not in _SEEN:\n"
+            "    _SEEN.append(str(_os.getpid()))\n"
+            "    _RUNS.write_text(' '.join(_SEEN))\n"
+            "_RUN = _SEEN.index(str(_os.getpid()))\n"
+        )
+        slow = f"    if _RUN < {runs}:\n        raise TimeoutError('the model server was slow')\n"
+        return counting + text.replace("    words = [", slow + "    words = [")
+
+    return edit
+
+
+def test_a_test_whose_wait_ran_out_runs_again_before_it_counts(tmp_path: Path) -> None:
+    folder = broken_copy(tmp_path, _slow_the_first_times(1))
+    records = grade_step(STEP, Settings(source=lambda step: folder, **FAST))
+    assert all(r.passed for r in records), [(r.test, r.message) for r in records if not r.passed]
+    # The first run, the first slow test alone, then the other slow ones together.
+    assert len((folder / "runs.txt").read_text().split()) == 3
+
+
+def test_a_wait_that_runs_out_again_alone_counts_and_the_others_are_not_rerun(
+    tmp_path: Path,
+) -> None:
+    folder = broken_copy(tmp_path, _slow_the_first_times(99))
+    records = {r.test: r for r in grade_step(STEP, Settings(source=lambda step: folder, **FAST))}
+    assert records["test_health_returns_ok"].passed
+    failed = [r for r in records.values() if not r.passed]
+    assert len(failed) >= 2, "the edit must slow several tests"
+    again = [r for r in failed if "a busy machine is not the cause" in r.message]
+    assert len(again) == 1, [r.message for r in failed]
+    assert all("TimeoutError" in r.message for r in failed), [r.message for r in failed]
+    assert len((folder / "runs.txt").read_text().split()) == 2
+
+
 def test_a_handler_that_exits_the_process_costs_only_its_test(tmp_path: Path) -> None:
     folder = broken_copy(
         tmp_path, lambda text: text.replace('return {"status": "ok"}', "import os\n    os._exit(1)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
@@ -39,6 +40,35 @@ def test_a_server_named_in_the_environment_is_used_as_it_is(monkeypatch):
             assert named == url
         # Using a named server leaves it running and its keys in place.
         assert _roundtrip(url) == b"alive"
+
+
+@pytest.mark.skipif(not redis_server.available(), reason="no Valkey binary for this system")
+def test_servers_started_at_the_same_moment_all_start(monkeypatch):
+    # As when steps 14 and 15, and the course's checks, grade in parallel.
+    monkeypatch.delenv(redis_server.ENV, raising=False)
+    count = 6
+    start = threading.Barrier(count)
+    start_all_before_any_stops = threading.Barrier(count)
+    answers: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            start.wait(timeout=30)
+            with redis_server.running_server() as url:
+                answers.append(_roundtrip(url))
+                start_all_before_any_stops.wait(timeout=60)
+        except BaseException as error:
+            errors.append(error)
+            start_all_before_any_stops.abort()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert answers == [b"alive"] * count
 
 
 def test_a_named_server_that_does_not_answer_is_one_plain_sentence(monkeypatch):

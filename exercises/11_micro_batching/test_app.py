@@ -29,7 +29,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 import coursekit.models
-from autograder.expect import expect_equal, expect_exact_keys, expect_json, expect_status
+from autograder.expect import (
+    OutOfTime,
+    expect_equal,
+    expect_exact_keys,
+    expect_json,
+    expect_status,
+)
 from coursekit.models import LoadedModel
 from coursekit.server import ThreadedServer
 
@@ -142,7 +148,7 @@ class Running:
         deadline = time.monotonic() + PROBE_TIMEOUT
         while batcher.queued < count:
             if time.monotonic() > deadline:
-                raise AssertionError(
+                raise OutOfTime(
                     f"While the model worked on the first batch, the test sent {what}, but "
                     f"the batcher's `queued` says {batcher.queued} of them wait, after "
                     f"{PROBE_TIMEOUT:g} s. The route must only put its ticket on the queue "

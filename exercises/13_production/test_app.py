@@ -36,7 +36,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import coursekit.models
-from autograder.expect import expect_equal, expect_json, expect_status
+from autograder.expect import OutOfTime, expect_equal, expect_json, expect_status
 from autograder.sse import parse_sse
 from coursekit.llm import GatedLM
 from coursekit.models import LoadedModel
@@ -129,7 +129,7 @@ class Running:
             if response.status_code == 200:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(
+                raise OutOfTime(
                     f"The model loaded and the database exists, but GET /health/ready still "
                     f"answers {response.status_code} {response.text!r} after "
                     f"{READ_TIMEOUT:g} s. Once both are there it must answer 200."
@@ -580,7 +580,7 @@ def predict_once_free(running: Running) -> httpx.Response:
         response = running.predict({"X-API-Key": uuid.uuid4().hex})
         if response.status_code != 503 or time.monotonic() > deadline:
             if response.status_code == 503:
-                raise AssertionError(
+                raise OutOfTime(
                     "Every prediction in flight has been answered, yet POST /tickets/predict "
                     f"is still refused with 503 after {PROBE_TIMEOUT:g} s: a slot is never "
                     "given back. Give it back when the request is done, also when it fails "

@@ -4,6 +4,8 @@ it, do not edit it).
 - `Settings`: read from `JOBS_*` variables, e.g. `JOBS_QUEUE=jobs-test-1`;
 - `create_celery(settings)`: a Celery app whose broker and result backend are the one
   Redis-compatible server at `settings.redis_url`, its jobs on the queue `settings.queue`;
+- `ResultBackend`: Celery's Redis result backend with one race closed (a late write never
+  replaces a job's final state; see its docstring);
 - `job_key`, `idempotency_key`: the names of the API's own keys in that server, inside the
   queue's namespace, so services (and tests) that share a server never see each other's;
 - `retry_delay(settings, retries)`: how long to wait before the next attempt;
@@ -18,7 +20,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 import redis
-from celery import Celery
+from celery import Celery, states
+from celery.backends.redis import RedisBackend
 from fastapi import Depends, FastAPI, Request
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,9 +48,47 @@ class Settings(BaseSettings):
     scorer: Literal["tickets", "drill"] = "tickets"  # see scoring.py
 
 
+class ResultBackend(RedisBackend):
+    """Celery's Redis result backend, except that a late write never replaces a job's end.
+
+    A task that retries sends its next attempt first and records RETRY after, so on a busy
+    machine another worker can run that attempt to the end (SUCCESS, or FAILURE past the
+    last retry) before the RETRY is written. Celery checks for SUCCESS and then writes, in
+    two round trips, and does not check for FAILURE: the late RETRY would then hide the
+    job's outcome for good. Here the check and the write are one transaction (WATCH the
+    key, read it, write only if the record may be replaced), and a final state (SUCCESS,
+    FAILURE, REVOKED) is replaced only by another final one, SUCCESS never.
+    """
+
+    def _set_with_state(self, key: str | bytes, value: str | bytes, state: str) -> None:
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            return super()._set_with_state(key, value, state)  # Celery's error for it
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        self.ensure(self._set_unless_ended, (key, value, state, expires))
+
+    def _set_unless_ended(
+        self, key: str | bytes, value: str | bytes, state: str, expires: int | None
+    ) -> None:
+        def check_and_set(pipe: redis.client.Pipeline) -> None:
+            current = pipe.get(key)  # WATCHed: a write by anyone else now makes EXEC retry
+            if current is not None:
+                ended = self.decode_result(current)["status"]
+                if ended == states.SUCCESS or (
+                    ended in states.READY_STATES and state not in states.READY_STATES
+                ):
+                    return
+            pipe.multi()
+            pipe.set(key, value, ex=expires or None)  # seconds the result is kept, if any
+            pipe.publish(key, value)  # for clients waiting with AsyncResult.get()
+
+        self.client.transaction(check_and_set, key)
+
+
 def create_celery(settings: Settings) -> Celery:
     """The Celery app of the jobs: the API sends with it, the workers run its tasks."""
-    celery_app = Celery("jobs", broker=settings.redis_url, backend=settings.redis_url)
+    # "module:Class+URL" is how Celery takes a backend class of its own with its URL.
+    backend = f"{__name__}:ResultBackend+{settings.redis_url}"
+    celery_app = Celery("jobs", broker=settings.redis_url, backend=backend)
     celery_app.conf.update(
         task_default_queue=settings.queue,
         # JSON, never pickle: a worker must not run code that a message carries.
@@ -70,9 +111,22 @@ def create_celery(settings: Settings) -> Celery:
             # visibility timeout, at most 10 s, every look a scan.
             "unacked_restore_interval": max(0.1, min(10.0, settings.visibility_timeout / 4)),
             "unacked_restore_throttle": 1,
+            "socket_timeout": 30,
+            "socket_connect_timeout": 30,
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # A busy machine can keep the server from answering for seconds: wait that out
+        # rather than fail a job (Celery's defaults give up after 4 s, or 3 quick retries).
+        broker_connection_timeout=30,
+        redis_socket_timeout=30,
+        redis_socket_connect_timeout=30,
+        task_publish_retry_policy={
+            "max_retries": 10,
+            "interval_start": 0.1,
+            "interval_step": 0.5,
+            "interval_max": 2,
+        },
     )
     return celery_app
 

@@ -44,6 +44,7 @@ from fastapi.testclient import TestClient
 import coursekit
 import coursekit.models
 from autograder.expect import (
+    OutOfTime,
     expect_equal,
     expect_fields,
     expect_json,
@@ -257,7 +258,7 @@ class Cluster:
             if not self.api.alive():
                 break
             time.sleep(0.01)
-        raise AssertionError(
+        raise OutOfTime(
             "The second API process (uvicorn serving your app.py) did not start. What it "
             f"printed:\n{self.api.tail()}"
         )
@@ -366,7 +367,7 @@ class Service:
         try:
             return (via or self.client).post("/jobs", json={"texts": texts}, headers=headers)
         except httpx.TimeoutException:
-            raise AssertionError(
+            raise OutOfTime(
                 f"POST /jobs got no answer within {HANG:g} s. It must answer at once, "
                 "before any worker has run the job: send the task and return."
             ) from None
@@ -386,7 +387,7 @@ class Service:
         try:
             return expect_json((via or self.client).get(f"/jobs/{job_id}"))
         except httpx.TimeoutException:
-            raise AssertionError(f"GET /jobs/{job_id} got no answer within {HANG:g} s.") from None
+            raise OutOfTime(f"GET /jobs/{job_id} got no answer within {HANG:g} s.") from None
 
     def wait_for(
         self, job_id: str, statuses: set[str], via: Any = None, after: str = ""
@@ -402,7 +403,7 @@ class Service:
             if status in statuses:
                 return job, seen
             if time.monotonic() > deadline:
-                raise AssertionError(
+                raise OutOfTime(
                     f"GET /jobs/{job_id}{after}: waited {HANG:g} s for the status to become "
                     f"{' or '.join(sorted(statuses))}; the statuses seen were {seen}, the "
                     f"last answer {shown(job)}.{self.cluster.workers_said()}"
@@ -419,7 +420,7 @@ class Service:
         deadline = time.monotonic() + HANG
         while len(started := self.server.lrange(key, 0, -1)) < count:
             if time.monotonic() > deadline:
-                raise AssertionError(
+                raise OutOfTime(
                     f"No worker began the job of {texts[0]!r} within {HANG:g} s ({len(started)} "
                     f"of {count} attempts began). Is the task sent to the queue (.delay or "
                     f".apply_async), and does it call get_scorer(settings)(texts)?"

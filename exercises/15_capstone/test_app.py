@@ -36,7 +36,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 import coursekit.models
-from autograder.expect import Mismatch, describe, expect_equal, expect_json, shown, shown_body
+from autograder.expect import (
+    Mismatch,
+    OutOfTime,
+    describe,
+    expect_equal,
+    expect_json,
+    shown,
+    shown_body,
+)
 from autograder.sse import parse_sse
 from coursekit.llm import get_model, prompt_tokens
 from coursekit.models import LoadedModel
@@ -214,7 +222,7 @@ def deployment(redis_url: str) -> Iterator[Deployment]:
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline:
-                    raise AssertionError(
+                    raise OutOfTime(
                         f"`uvicorn app:app --workers 2` did not serve within "
                         f"{START_TIMEOUT:g} s: {_tail(log)}"
                     ) from None
@@ -460,7 +468,7 @@ def poll(client: httpx.Client, job_id: str, headers: dict[str, str]) -> dict[str
         if body.get("status") not in {"queued", "running"}:
             raise Mismatch(f"GET /v1/jobs/{job_id}: status {shown(body.get('status'))}.")
         if time.monotonic() > deadline:
-            raise AssertionError(
+            raise OutOfTime(
                 f"Job {job_id} was still {body['status']!r} after {JOB_TIMEOUT:g} s: does "
                 "the Celery worker (`celery -A tasks:celery_app worker`) know the task?"
             )
@@ -695,7 +703,7 @@ def test_concurrent_predictions_share_model_calls(
         deadline = time.monotonic() + READ_TIMEOUT
         while getattr(batcher, "queued", None) != len(rest):
             if time.monotonic() > deadline:
-                raise AssertionError(
+                raise OutOfTime(
                     f"While the model was held on the first ticket, {len(rest)} more were sent; "
                     f"app.state.batcher.queued was {shown(getattr(batcher, 'queued', None))}, "
                     f"not {len(rest)}: the brief asks for the batcher there, with a `queued` count."
