@@ -28,6 +28,7 @@ from fastapi import Depends
 from fastapi.testclient import TestClient
 
 from autograder.expect import (
+    OutOfTime,
     describe,
     expect_equal,
     expect_exact_keys,
@@ -552,7 +553,7 @@ def test_calls_in_flight_stay_within_the_bound(configured_module: Configure) -> 
             shared.open_gate()
         responses = [future.result() for future in pending]
     if not reached_bound:
-        raise AssertionError(
+        raise OutOfTime(
             "3 requests at once to 3 upstreams with ENSEMBLE_MAX_IN_FLIGHT=4: the upstreams "
             f"never had 4 calls in flight together (at most {shared.peak_in_flight}). Calls "
             "must run concurrently, up to the bound, each holding the semaphore only "

@@ -31,6 +31,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autograder.expect import (
+    OutOfTime,
     expect_equal,
     expect_exact_keys,
     expect_fields,
@@ -193,7 +194,7 @@ def watch_final_write(service: ModuleType, monkeypatch: pytest.MonkeyPatch) -> t
 
 def expect_scorer_called(scorer: GatedScorer) -> None:
     if not scorer.started.wait(GATE_TIMEOUT):
-        raise AssertionError(
+        raise OutOfTime(
             "The job never called the scorer that get_scorer provides. Take the scorer "
             "with Depends(get_scorer) in POST /jobs and pass it to the background task."
         )
@@ -250,7 +251,7 @@ def test_a_job_reports_running_while_it_works_then_succeeded(service, live_serve
         finally:
             scorer.open()
         if not finished.wait(GATE_TIMEOUT):
-            raise AssertionError(
+            raise OutOfTime(
                 f"the scorer of job {job_id} returned, but run_job never recorded the job "
                 'as "succeeded" (or "failed") with update_job.'
             )

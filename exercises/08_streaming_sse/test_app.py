@@ -23,6 +23,7 @@ import httpx
 from httpx_sse import EventSource, connect_sse
 
 from autograder.expect import (
+    OutOfTime,
     expect_equal,
     expect_status,
     expect_validation_error,
@@ -363,7 +364,7 @@ def test_generation_stops_when_the_client_disconnects(app, client):
         token_of({"event": first.event, "data": first.data}, "the first event")
     # Leaving the block closes the connection: the client has gone away.
     if not gated.closed_early.wait(GATE_TIMEOUT / 2):
-        raise AssertionError(
+        raise OutOfTime(
             "The client disconnected after the first token, but the model's stream was not "
             f"closed (it ended as {gated.stop_reason!r}). Iterate the model inside the "
             "generator FastAPI streams, so that closing the response closes the model's stream."

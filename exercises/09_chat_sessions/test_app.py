@@ -26,6 +26,7 @@ from httpx_sse import connect_sse
 from pydantic import BaseModel, Field
 
 from autograder.expect import (
+    OutOfTime,
     expect_equal,
     expect_exact_keys,
     expect_json,
@@ -867,7 +868,7 @@ def test_the_tool_event_arrives_before_the_answer_is_written(app, live_server):
         # The event may reach us a moment before the service asks the model for its answer:
         # wait for that call (the model holds it until we let go), never assume it.
         if not model.waiting.wait(GATE_TIMEOUT):
-            raise AssertionError(
+            raise OutOfTime(
                 f"the tool event came, but the model was not asked to answer within "
                 f"{GATE_TIMEOUT:g} s of it."
             )

@@ -28,7 +28,7 @@ import httpx2
 import openai
 import pytest
 
-from autograder.expect import expect_equal, expect_exact_keys, expect_status, shown
+from autograder.expect import OutOfTime, expect_equal, expect_exact_keys, expect_status, shown
 from autograder.sse import parse_sse
 from coursekit.embeddings import embed
 from coursekit.llm import GatedLM, count_tokens, get_model, prompt_tokens
@@ -551,7 +551,7 @@ def test_a_client_that_goes_away_stops_generation(served: Served) -> None:
             break
     stream.close()  # the client goes away after the first token
     if not gated.closed_early.wait(GATE_TIMEOUT / 2):
-        raise AssertionError(
+        raise OutOfTime(
             "The client closed the stream after the first token, but the model's stream was not "
             f"closed (it ended as {gated.stop_reason!r}). Iterate model.stream_complete inside the "
             "generator your StreamingResponse streams, so that a disconnect cancels it."

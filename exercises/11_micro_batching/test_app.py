@@ -161,7 +161,7 @@ class Running:
         """Send TICKETS[0] and wait until the model is working on it (held at the gate)."""
         first = self.send(TICKETS[0])
         if not self.model.wait_for_calls(1):
-            raise AssertionError(
+            raise OutOfTime(
                 f"One POST /tickets/predict: the model was not called within {PROBE_TIMEOUT:g}"
                 " s. A lone request must not wait for a full batch."
             )

@@ -594,7 +594,7 @@ def test_a_full_house_is_a_503_with_retry_after(start: Start) -> None:
     running = start(live=True, hold_predictions=True, max_in_flight=2, rate_limit="2/minute")
     held = [running.send({"X-API-Key": "key-a"}), running.send({"X-API-Key": "key-b"})]
     if not running.model.wait_for_calls(2):
-        raise AssertionError(
+        raise OutOfTime(
             f"Two POST /tickets/predict with SERVICE_MAX_IN_FLIGHT=2: the model got "
             f"{running.model.calls} of them within {PROBE_TIMEOUT:g} s."
         )
@@ -747,7 +747,7 @@ def test_shutdown_lets_requests_in_flight_finish(start: Start) -> None:
     body = {"message": "Where is my parcel?", "max_tokens": 6}
     stream = running.pool.submit(lambda: running.http.post("/chat/stream", json=body))
     if not running.model.wait_for_calls(1) or not running.chat.wait_for_tokens(1, PROBE_TIMEOUT):
-        raise AssertionError("A prediction and a stream did not start within the probe time.")
+        raise OutOfTime("A prediction and a stream did not start within the probe time.")
     assert running.server is not None
     running.server.stop(wait=False)  # what SIGTERM does: stop taking requests, finish the rest
     running.model.prediction_gate.set()
