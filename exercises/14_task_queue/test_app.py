@@ -516,7 +516,11 @@ def test_a_job_is_running_while_a_worker_holds_it(service):
     job_id = service.accepted(texts)
     service.wait_started(texts)
     # The worker is inside the scorer, held at the test's gate: the job has begun.
-    expect_fields(service.poll(job_id), {"status": "running"}, f"GET /jobs/{job_id} (held)")
+    expect_fields(
+        service.poll(job_id),
+        {"status": "running", "results": None, "error": None},
+        f"GET /jobs/{job_id}, held by a worker",
+    )
     service.open_gate(texts)
     job, _ = service.wait_for(job_id, {"succeeded", "failed"}, after=" (gate opened)")
     expect_fields(job, {"status": "succeeded", "results": reference(texts)}, f"GET /jobs/{job_id}")
@@ -533,7 +537,7 @@ def test_the_api_answers_while_every_worker_is_busy(service):
         waiting_id = service.accepted(waiting, via=service.other)
         expect_fields(
             service.poll(waiting_id, via=service.other),
-            {"status": "queued"},
+            {"status": "queued", "results": None, "error": None},
             f"GET /jobs/{waiting_id}, while every worker is busy",
         )
         for job_id in held_ids:
