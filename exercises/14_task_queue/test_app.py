@@ -570,10 +570,16 @@ def test_a_job_sent_by_its_name_is_run_by_a_worker(service):
                 )
             time.sleep(0.01)
         if state == "FAILURE":
+            error = result.result
+            if type(error).__name__ == "NotRegistered":
+                raise AssertionError(
+                    "A job sent by name (send_task('jobs.score_batch', ...)) failed: the "
+                    'workers know no task named "jobs.score_batch" (NotRegistered). Register '
+                    "the task under that name."
+                )
             raise AssertionError(
                 f"A job sent by name (send_task('jobs.score_batch', ...)) failed in the "
-                f"workers: {shown(str(result.result))}. The task must be registered under "
-                'the name "jobs.score_batch".'
+                f"workers: {shown(f'{type(error).__name__}: {error}')}."
             )
         expect_equal(result.result, reference(texts), "the result of the job sent by name")
     finally:
