@@ -414,11 +414,14 @@ class Service:
         """How many times a worker's scorer was called with this batch."""
         return int(self.server.get(self.scoring.drill_key(self.settings, "calls", texts)) or 0)
 
+    def started(self, texts: list[str]) -> list[str]:
+        """The process ids of the held calls of this batch that have begun, in order."""
+        return self.server.lrange(self.scoring.drill_key(self.settings, "started", texts), 0, -1)
+
     def wait_started(self, texts: list[str], count: int = 1) -> list[int]:
         """Wait until `count` held calls of this batch have begun; their process ids."""
-        key = self.scoring.drill_key(self.settings, "started", texts)
         deadline = time.monotonic() + HANG
-        while len(started := self.server.lrange(key, 0, -1)) < count:
+        while len(started := self.started(texts)) < count:
             if time.monotonic() > deadline:
                 raise OutOfTime(
                     f"No worker began the job of {texts[0]!r} within {HANG:g} s ({len(started)} "
@@ -513,7 +516,11 @@ def test_a_job_is_running_while_a_worker_holds_it(service):
     job_id = service.accepted(texts)
     service.wait_started(texts)
     # The worker is inside the scorer, held at the test's gate: the job has begun.
-    expect_fields(service.poll(job_id), {"status": "running"}, f"GET /jobs/{job_id} (held)")
+    expect_fields(
+        service.poll(job_id),
+        {"status": "running", "results": None, "error": None},
+        f"GET /jobs/{job_id}, held by a worker",
+    )
     service.open_gate(texts)
     job, _ = service.wait_for(job_id, {"succeeded", "failed"}, after=" (gate opened)")
     expect_fields(job, {"status": "succeeded", "results": reference(texts)}, f"GET /jobs/{job_id}")
@@ -530,7 +537,7 @@ def test_the_api_answers_while_every_worker_is_busy(service):
         waiting_id = service.accepted(waiting, via=service.other)
         expect_fields(
             service.poll(waiting_id, via=service.other),
-            {"status": "queued"},
+            {"status": "queued", "results": None, "error": None},
             f"GET /jobs/{waiting_id}, while every worker is busy",
         )
         for job_id in held_ids:
@@ -546,26 +553,87 @@ def test_the_api_answers_while_every_worker_is_busy(service):
     expect_fields(job, {"status": "succeeded"}, f"GET /jobs/{waiting_id}, once the gates opened")
 
 
+def test_a_job_sent_by_its_name_is_run_by_a_worker(service):
+    # Another service sends the job knowing only the task's name, with an app of its own
+    # (the given one, without your tasks.py): the message names the task to run.
+    texts, job_id = batch(), uuid.uuid4().hex
+    sender = sys.modules["queue_setup"].create_celery(service.settings)
+    try:
+        sender.send_task("jobs.score_batch", args=[texts], task_id=job_id)
+        result = sender.AsyncResult(job_id)
+        deadline = time.monotonic() + HANG
+        while (state := result.state) not in {"SUCCESS", "FAILURE"}:
+            if time.monotonic() > deadline:
+                raise OutOfTime(
+                    f"A job sent by name (send_task('jobs.score_batch', ...)) was still "
+                    f"{state} after {HANG:g} s.{service.cluster.workers_said()}"
+                )
+            time.sleep(0.01)
+        if state == "FAILURE":
+            error = result.result
+            if type(error).__name__ == "NotRegistered":
+                raise AssertionError(
+                    "A job sent by name (send_task('jobs.score_batch', ...)) failed: the "
+                    'workers know no task named "jobs.score_batch" (NotRegistered). Register '
+                    "the task under that name."
+                )
+            raise AssertionError(
+                f"A job sent by name (send_task('jobs.score_batch', ...)) failed in the "
+                f"workers: {shown(f'{type(error).__name__}: {error}')}."
+            )
+        expect_equal(result.result, reference(texts), "the result of the job sent by name")
+    finally:
+        sender.close()
+
+
 # --- Idempotency keys -----------------------------------------------------------------------
 
 
 def test_a_repeated_post_with_the_same_key_returns_the_same_job(service):
-    texts, key = batch(), f"key-{uuid.uuid4()}"
+    # The job waits at a gate while it is repeated: a repeat that sent it again would
+    # have the idle worker begin a second copy, which the gate holds too.
+    texts, key = batch("#hold"), f"key-{uuid.uuid4()}"
     job_id = service.accepted(texts, key)
+    service.wait_started(texts)
     # The client did not hear the answer and sends the request again, to either process.
-    again = service.submit(texts, key, via=service.other)
-    body = expect_json(again, 202)
-    expect_fields(body, {"id": job_id}, "POST /jobs again with the same Idempotency-Key")
-    if not again.headers.get("location", "").endswith(f"/jobs/{job_id}"):
-        raise AssertionError(
-            f"POST /jobs again with the same Idempotency-Key: the Location header is "
-            f"{again.headers.get('location')!r}, expected the first job's URL (/jobs/{job_id})."
+    for via, name in [(service.other, "API process 2"), (service.client, "API process 1")]:
+        again = service.submit(texts, key, via=via)
+        expect_fields(
+            expect_json(again, 202),
+            {"id": job_id, "status": "queued"},
+            f"POST /jobs again with the same Idempotency-Key, to {name}, while the job runs",
         )
+        if not again.headers.get("location", "").endswith(f"/jobs/{job_id}"):
+            raise AssertionError(
+                f"POST /jobs again with the same Idempotency-Key, to {name}: the Location "
+                f"header is {again.headers.get('location')!r}, expected the first job's URL "
+                f"(/jobs/{job_id})."
+            )
+    # A job sent after the repeats: the idle worker takes the queue's jobs in order, so it
+    # begins this one only once it has begun any copy of the job that a repeat sent.
+    fence = batch("#hold")
+    service.accepted(fence)
+    deadline = time.monotonic() + HANG
+    while not service.started(fence):
+        if len(service.started(texts)) > 1:
+            raise AssertionError(
+                f"POST /jobs sent the job again when the same Idempotency-Key came back: "
+                f"while the first run of {texts[0]!r} was held, a worker began a second one. "
+                "A repeat answers the first job and sends nothing."
+            )
+        if time.monotonic() > deadline:
+            raise OutOfTime(
+                f"No worker began the job of {fence[0]!r}, sent after the repeats, within "
+                f"{HANG:g} s.{service.cluster.workers_said()}"
+            )
+        time.sleep(0.01)
+    service.open_gate(texts)
+    service.open_gate(fence)
     service.wait_for(job_id, {"succeeded", "failed"})
-    # A third repeat, after the job has run: still the same job, and still no new run.
+    # A third repeat, after the job has run: still the first answer, and no new run.
     expect_fields(
         expect_json(service.submit(texts, key), 202),
-        {"id": job_id},
+        {"id": job_id, "status": "queued"},
         "POST /jobs a third time with the same key, after the job ran",
     )
     expect_equal(service.calls(texts), 1, "the scorer's calls for the batch sent three times")
@@ -599,9 +667,8 @@ def test_the_same_key_with_another_body_is_a_409(service):
 def test_an_idempotency_key_over_128_characters_is_a_422(service):
     texts = batch()
     service.accepted(texts, "k" * KEY_LIMIT)
-    expect_validation_error(
-        service.submit(batch(), "k" * (KEY_LIMIT + 1)), loc=["header", "Idempotency-Key"]
-    )
+    for key in ["k" * (KEY_LIMIT + 1), ""]:
+        expect_validation_error(service.submit(batch(), key), loc=["header", "Idempotency-Key"])
 
 
 # --- Retries and dead ends ----------------------------------------------------------------
