@@ -385,6 +385,16 @@ def test_the_model_calls_the_ticket_tool_on_the_server(deployment: Deployment) -
             f'Expected the answer to hold "label":"{label}"; got {shown(content)}.'
         )
     expect_equal(completion.choices[0].finish_reason, "length", "finish_reason")
+    if completion.usage.completion_tokens <= 40:
+        # The answer alone ran to the limit (finish_reason "length"): 40 tokens. The call
+        # that asked for the tool made tokens too, so the request's sum is more than 40.
+        raise Mismatch(
+            "usage must add up every model call of the request: the answer ran to "
+            "max_completion_tokens=40 and the call before it asked for the tool, so "
+            f"usage.completion_tokens is more than 40; got {completion.usage.completion_tokens}"
+            ", the last call's alone.",
+            symptom="usage of the last model call only",
+        )
     if completion.usage.prompt_tokens <= prompt_tokens(completion_messages(text)):
         raise Mismatch(
             "usage.prompt_tokens must add up every model call of the request (the call that "
