@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2 as httpx
 import openai
@@ -705,6 +706,32 @@ def test_ready_is_503_while_the_valkey_server_does_not_answer(
             expect_json(client.get("/health/ready")),
             {"status": "ok"},
             "GET /health/ready once the Valkey server answers",
+        )
+
+
+def another_database(redis_url: str) -> str:
+    """The same server, another database: one that the deployment's Celery worker does not read."""
+    parts = urlsplit(redis_url)
+    number = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(number + 1) % 16}"))
+
+
+def test_a_job_waits_for_a_worker_on_the_queue(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]
+) -> None:
+    # No Celery worker reads this database: a job put on the queue stays queued.
+    quiet = another_database(redis_url)
+    with service_here(quiet, monkeypatch, exercise) as app, TestClient(app) as client:
+        submitted = client.post("/v1/jobs", headers=ALICE, json={"texts": TICKETS[:2]})
+        job_id = expect_json(submitted, 202).get("id")
+        read = expect_json(client.get(f"/v1/jobs/{job_id}", headers=ALICE))
+    if read.get("status") != "queued":
+        raise Mismatch(
+            f"POST /v1/jobs, then GET /v1/jobs/{job_id}, with no Celery worker running: "
+            f"expected the job still 'queued'; got {shown(read.get('status'))}. A job is run "
+            "by a worker process (`celery -A tasks:celery_app worker`), not in the API "
+            "process (no task_always_eager, no BackgroundTasks).",
+            symptom="the job runs in the API process",
         )
 
 
