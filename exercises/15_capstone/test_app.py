@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2 as httpx
 import openai
@@ -299,6 +300,7 @@ def test_a_chat_completion_through_the_openai_client(deployment: Deployment) -> 
     client = deployment.http()
     for options, limits in (
         ({"max_tokens": 5}, {"max_tokens": 5}),
+        ({"max_completion_tokens": 4, "max_tokens": 9}, {"max_tokens": 4}),  # the newer wins
         ({}, {"max_tokens": 16}),
         (
             {"temperature": 0, "stop": [" notebook"], "seed": 1},
@@ -340,8 +342,23 @@ def test_a_stream_through_the_async_openai_client_ends_with_done(
     expected = get_model().reply(messages, max_tokens=6)
     expect_equal(text, expected.message["content"], "the streamed reply, its chunks joined")
     expect_equal(len({chunk.id for chunk in chunks}), 1, "how many ids the chunks carry")
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    if len(pieces) < 2:
+        raise Mismatch(
+            f"The streamed reply {shown(text)} came in {len(pieces)} content chunk(s): a "
+            "stream sends the content in pieces as the model makes them (one chunk per "
+            "piece of Completion.deltas()), not the whole reply at once.",
+            symptom="the content in one chunk",
+        )
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     expect_equal(finishes[-1], "length", "the last choice's finish_reason")
+    expect_equal(
+        [finish for finish in finishes[:-1] if finish is not None],
+        [],
+        "the finish_reason of the chunks before the last (it comes in the last chunk only)",
+    )
     # The client hides the end marker: read the same stream as raw HTTP too.
     raw = deployment.http().post(
         "/v1/chat/completions", headers=ALICE, json={**user_says("hi"), "stream": True}
@@ -369,6 +386,16 @@ def test_the_model_calls_the_ticket_tool_on_the_server(deployment: Deployment) -
             f'Expected the answer to hold "label":"{label}"; got {shown(content)}.'
         )
     expect_equal(completion.choices[0].finish_reason, "length", "finish_reason")
+    if completion.usage.completion_tokens <= 40:
+        # The answer alone ran to the limit (finish_reason "length"): 40 tokens. The call
+        # that asked for the tool made tokens too, so the request's sum is more than 40.
+        raise Mismatch(
+            "usage must add up every model call of the request: the answer ran to "
+            "max_completion_tokens=40 and the call before it asked for the tool, so "
+            f"usage.completion_tokens is more than 40; got {completion.usage.completion_tokens}"
+            ", the last call's alone.",
+            symptom="usage of the last model call only",
+        )
     if completion.usage.prompt_tokens <= prompt_tokens(completion_messages(text)):
         raise Mismatch(
             "usage.prompt_tokens must add up every model call of the request (the call that "
@@ -434,22 +461,40 @@ def test_another_users_session_is_a_404(deployment: Deployment) -> None:
     expect_error(
         client.get("/v1/sessions/no-such-session", headers=ALICE), 404, "session_not_found"
     )
+    unknown = client.post(
+        "/v1/chat/completions",
+        headers={**ALICE, "X-Session-ID": "no-such-session"},
+        json=user_says("hi"),
+    )
+    expect_error(unknown, 404, "session_not_found")
 
 
 def test_the_rate_limit_holds_across_both_workers(deployment: Deployment) -> None:
     first, second = deployment.both_workers()
-    # carol may make 6 requests an hour: 3 through each worker, then none through either.
-    for client in (first, second, first, second, first, second):
-        expect_json(client.get("/v1/models", headers=CAROL))
-    for client in (first, second):
-        response = client.get("/v1/models", headers=CAROL)
-        if response.status_code == 200:
+    # carol may make 6 requests an hour: 3 through each worker, to every kind of /v1/
+    # route, then none through either.
+    expect_json(first.get("/v1/models", headers=CAROL))
+    session_id = expect_json(second.post("/v1/sessions", headers=CAROL), 201)["id"]
+    ticket = {"text": TICKETS[0]}
+    expect_json(first.post("/v1/tickets/predict", headers=CAROL, json=ticket))
+    job_id = expect_json(second.post("/v1/jobs", headers=CAROL, json={"texts": TICKETS[:1]}), 202)
+    expect_json(first.get(f"/v1/jobs/{job_id['id']}", headers=CAROL))
+    expect_json(second.get(f"/v1/sessions/{session_id}", headers=CAROL))
+    for client, method, path, body in (
+        (first, "POST", "/v1/jobs", {"texts": TICKETS[:1]}),
+        (second, "GET", "/v1/models", None),
+    ):
+        response = client.request(method, path, headers=CAROL, json=body)
+        if response.status_code in {200, 202}:
             raise Mismatch(
                 f"{describe(response)} through worker {response.headers.get('x-served-by')}: "
-                "carol's key allows 6 requests an hour and made 6, 3 through each worker; "
-                "the 7th got 200. The limit is counted in each process instead of in the "
-                "Valkey server the workers share.",
-                symptom="the rate limit is per process",
+                "carol's key allows 6 requests an hour and made 6, 3 through each worker "
+                "(GET /v1/models, POST /v1/sessions, POST /v1/tickets/predict, POST "
+                "/v1/jobs, GET /v1/jobs/{id}, GET /v1/sessions/{id}); the 7th got "
+                f"{response.status_code}. Either the limit is counted in each process "
+                "instead of in the Valkey server the workers share, or a route does not "
+                "count against it.",
+                symptom="the rate limit is per process, or a route is not counted",
             )
         expect_error(response, 429, "rate_limited")
         expect_retry_after(response, 3600)
@@ -512,6 +557,14 @@ def test_an_idempotency_key_gives_the_same_job_through_either_worker(
     )
     if other.get("id") == ids[0]:
         raise Mismatch("Another Idempotency-Key must make another job; it got the same id.")
+    bobs = second.post("/v1/jobs", headers={**BOB, "Idempotency-Key": key}, json=job)
+    if expect_json(bobs, 202).get("id") in ids:
+        raise Mismatch(
+            f"{describe(bobs)}: bob sent the Idempotency-Key {key!r} that alice had used; "
+            "a key repeats a job of the same user only, so bob must get a job of his own, "
+            "not alice's.",
+            symptom="an idempotency key shared by all users",
+        )
     expect_equal(poll(second, ids[0], ALICE).get("status"), "succeeded", "the job's status")
 
 
@@ -604,8 +657,15 @@ def test_bad_input_gets_the_error_body_never_a_500(deployment: Deployment) -> No
     expect_error(client.get("/no-such-path", headers=ALICE), 404, "not_found")
     session_id = expect_json(client.post("/v1/sessions", headers=ALICE), 201)["id"]
     session = {**ALICE, "X-Session-ID": session_id}
-    for turn in range(1, 17):  # 16 turns of two messages fill MAX_SESSION_MESSAGES (32)
+    for turn in range(1, 16):  # 15 turns of two messages (one sent, the reply) store 30
         expect_json(client.post("/v1/chat/completions", headers=session, json=user_says(f"{turn}")))
+    two = {"model": MODEL, "messages": [{"role": "user", "content": w} for w in ("a", "b")]}
+    # Two messages and the reply would store 33, past MAX_SESSION_MESSAGES (32): refused,
+    # and nothing stored, so one message and its reply (32) still fit, and then no more.
+    expect_error(
+        client.post("/v1/chat/completions", headers=session, json=two), 409, "session_full"
+    )
+    expect_json(client.post("/v1/chat/completions", headers=session, json=user_says("16")))
     expect_error(
         client.post("/v1/chat/completions", headers=session, json=user_says("17")),
         409,
@@ -646,6 +706,32 @@ def test_ready_is_503_while_the_valkey_server_does_not_answer(
             expect_json(client.get("/health/ready")),
             {"status": "ok"},
             "GET /health/ready once the Valkey server answers",
+        )
+
+
+def another_database(redis_url: str) -> str:
+    """The same server, another database: one that the deployment's Celery worker does not read."""
+    parts = urlsplit(redis_url)
+    number = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(number + 1) % 16}"))
+
+
+def test_a_job_waits_for_a_worker_on_the_queue(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]
+) -> None:
+    # No Celery worker reads this database: a job put on the queue stays queued.
+    quiet = another_database(redis_url)
+    with service_here(quiet, monkeypatch, exercise) as app, TestClient(app) as client:
+        submitted = client.post("/v1/jobs", headers=ALICE, json={"texts": TICKETS[:2]})
+        job_id = expect_json(submitted, 202).get("id")
+        read = expect_json(client.get(f"/v1/jobs/{job_id}", headers=ALICE))
+    if read.get("status") != "queued":
+        raise Mismatch(
+            f"POST /v1/jobs, then GET /v1/jobs/{job_id}, with no Celery worker running: "
+            f"expected the job still 'queued'; got {shown(read.get('status'))}. A job is run "
+            "by a worker process (`celery -A tasks:celery_app worker`), not in the API "
+            "process (no task_always_eager, no BackgroundTasks).",
+            symptom="the job runs in the API process",
         )
 
 
@@ -718,6 +804,90 @@ def test_concurrent_predictions_share_model_calls(
         "the rows of each model call: the first ticket alone, then the 5 that waited, "
         "in batches of at most CAPSTONE_BATCH_SIZE=4",
     )
+
+
+QUEUE_BATCHES = 4  # the brief: at most 4 x batch_size tickets wait for a batch
+
+
+def test_a_full_queue_is_a_503_with_retry_after(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]
+) -> None:
+    model = GatedTickets()
+    monkeypatch.setattr(coursekit.models, "load_model", model.load_model)
+    monkeypatch.setenv("CAPSTONE_BATCH_SIZE", "2")
+    bound = QUEUE_BATCHES * 2
+    texts = [TICKETS[i % len(TICKETS)] for i in range(bound + 1)]  # one held, `bound` wait
+    with ExitStack() as stack:
+        app = stack.enter_context(service_here(redis_url, monkeypatch, exercise))
+        server = ThreadedServer(app, timeout_graceful_shutdown=2)
+        stack.callback(server.stop)
+        stack.callback(model.gate.set)
+        http = stack.enter_context(httpx.Client(base_url=server.start(), timeout=READ_TIMEOUT))
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=bound + 2))
+
+        def predict(text: str) -> httpx.Response:
+            return http.post("/v1/tickets/predict", headers=ALICE, json={"text": text})
+
+        first = pool.submit(predict, texts[0])
+        deadline = time.monotonic() + READ_TIMEOUT
+        while not model.called.wait(0.01) and not first.done():  # a failed request: at once
+            if time.monotonic() > deadline:
+                raise OutOfTime("POST /v1/tickets/predict did not call the ticket model in time.")
+        if not model.called.is_set():
+            raise AssertionError(
+                f"POST /v1/tickets/predict never called the ticket model: {first.result().text}"
+            )
+        waiting = [pool.submit(predict, text) for text in texts[1:]]
+        batcher = getattr(app.state, "batcher", None)
+        deadline = time.monotonic() + READ_TIMEOUT
+        while getattr(batcher, "queued", None) != bound:
+            if any(future.done() for future in waiting):
+                done = next(future for future in waiting if future.done())
+                raise Mismatch(
+                    f"While the model was held on the first ticket, {bound} more were sent "
+                    f"(CAPSTONE_BATCH_SIZE=2: up to {QUEUE_BATCHES} x 2 = {bound} may wait); "
+                    f"one was answered before the model was free: {done.result().status_code} "
+                    f"{shown_body(done.result().text)}.",
+                    symptom="the queue refused a ticket it had room for",
+                )
+            if time.monotonic() > deadline:
+                raise OutOfTime(
+                    f"While the model was held on the first ticket, {bound} more were sent; "
+                    f"app.state.batcher.queued was {shown(getattr(batcher, 'queued', None))}, "
+                    f"not {bound}."
+                )
+            time.sleep(0.005)
+        # One past the bound, while the model is still held: answered at once, or queued.
+        past = pool.submit(predict, TICKETS[0])
+        deadline = time.monotonic() + READ_TIMEOUT
+        while not past.done():
+            if (getattr(batcher, "queued", 0) or 0) > bound:
+                raise Mismatch(
+                    f"With the model held and {bound} tickets waiting ({QUEUE_BATCHES} x "
+                    f"CAPSTONE_BATCH_SIZE=2), one more POST /v1/tickets/predict was queued "
+                    f"too (queued: {batcher.queued}): a full queue answers 503 (overloaded) "
+                    "at once, with Retry-After.",
+                    symptom="the queue has no bound",
+                )
+            if time.monotonic() > deadline:
+                raise OutOfTime(
+                    f"With {bound} tickets waiting, one more POST /v1/tickets/predict was "
+                    f"neither answered nor queued within {READ_TIMEOUT:g} s."
+                )
+            time.sleep(0.005)
+        refused = past.result()
+        if refused.status_code != 503:
+            raise Mismatch(
+                f"{describe(refused)}, with the model held and {bound} tickets waiting "
+                f"({QUEUE_BATCHES} x CAPSTONE_BATCH_SIZE=2): expected 503 (overloaded) at "
+                f"once; got {refused.status_code} {shown_body(refused.text)}.",
+                symptom="a full queue is not a 503",
+            )
+        expect_error(refused, 503, "overloaded")
+        expect_retry_after(refused, 60)
+        model.gate.set()
+        for text, future in zip(texts, [first, *waiting], strict=True):
+            expect_equal(expect_json(future.result()), reference(text), f"the answer to {text!r}")
 
 
 def test_telemetry_records_the_routes_and_leaves_out_the_probes(

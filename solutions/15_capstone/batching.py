@@ -14,7 +14,7 @@ from security import CallerDep
 
 from coursekit.models import LoadedModel
 
-MAX_QUEUED = 1024  # requests waiting for a batch; one more is refused with a 503
+QUEUE_BATCHES = 4  # at most this many batches' worth of tickets wait; one more is a 503
 
 
 class MicroBatcher:
@@ -23,7 +23,7 @@ class MicroBatcher:
     def __init__(self, model: LoadedModel, batch_size: int, wait_ms: float) -> None:
         self.model, self.batch_size, self.wait = model, batch_size, wait_ms / 1000
         self.queue: asyncio.Queue[tuple[str, asyncio.Future[TicketPrediction]]] = asyncio.Queue(
-            MAX_QUEUED
+            QUEUE_BATCHES * batch_size  # bounded: under overload a quick 503, not a long wait
         )
         self.task: asyncio.Task[None] | None = None
 
