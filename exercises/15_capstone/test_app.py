@@ -52,8 +52,9 @@ from coursekit.models import LoadedModel
 from coursekit.redis_server import NO_SERVER, NoServerError, running_server
 from coursekit.server import ThreadedServer, free_port
 
-START_TIMEOUT = 150.0  # seconds for uvicorn's two workers to serve: a hang stop, not a judge
-# (about 4 s idle; four gradings at once on a loaded 2-core machine took over 40 s)
+START_TIMEOUT = 240.0  # seconds for uvicorn's two workers to serve: a hang stop, not a judge
+# (about 4 s idle; four gradings at once on a loaded 2-core machine took over 40 s, and the
+# whole course graded beside 16 busy processes on 2 cores, load 20, over 150 s once)
 READ_TIMEOUT = 10.0  # seconds for one answer (a correct one takes milliseconds)
 JOB_TIMEOUT = 30.0  # seconds for a job to finish on the worker (it takes under one)
 GATE_TIMEOUT = 10.0  # seconds a held model call waits for the test before it goes on
