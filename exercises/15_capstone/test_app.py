@@ -758,6 +758,17 @@ class GatedTickets:
     def load_model(self, name: str, directory: Any = None) -> LoadedModel:
         return self.loaded if name == "tickets" else self.real_load(name, directory)
 
+    def wait_held(self, first: Future[httpx.Response]) -> None:
+        """Wait until the `first` prediction's model call is held at the gate."""
+        deadline = time.monotonic() + READ_TIMEOUT
+        while not self.called.wait(0.01) and not first.done():  # a failed request: at once
+            if time.monotonic() > deadline:
+                raise OutOfTime("POST /v1/tickets/predict did not call the ticket model in time.")
+        if not self.called.is_set():
+            raise AssertionError(
+                f"POST /v1/tickets/predict never called the ticket model: {first.result().text}"
+            )
+
 
 def test_concurrent_predictions_share_model_calls(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]
@@ -777,14 +788,7 @@ def test_concurrent_predictions_share_model_calls(
             return http.post("/v1/tickets/predict", headers=ALICE, json={"text": text})
 
         first = pool.submit(predict, TICKETS[0])
-        deadline = time.monotonic() + READ_TIMEOUT
-        while not model.called.wait(0.01) and not first.done():
-            if time.monotonic() > deadline:
-                break
-        if not model.called.is_set():
-            raise AssertionError(
-                f"POST /v1/tickets/predict never called the ticket model: {first.result().text}"
-            )
+        model.wait_held(first)
         rest: list[Future[httpx.Response]] = [pool.submit(predict, text) for text in TICKETS[1:]]
         batcher = getattr(app.state, "batcher", None)
         deadline = time.monotonic() + READ_TIMEOUT
@@ -830,14 +834,7 @@ def test_a_full_queue_is_a_503_with_retry_after(
             return http.post("/v1/tickets/predict", headers=ALICE, json={"text": text})
 
         first = pool.submit(predict, texts[0])
-        deadline = time.monotonic() + READ_TIMEOUT
-        while not model.called.wait(0.01) and not first.done():  # a failed request: at once
-            if time.monotonic() > deadline:
-                raise OutOfTime("POST /v1/tickets/predict did not call the ticket model in time.")
-        if not model.called.is_set():
-            raise AssertionError(
-                f"POST /v1/tickets/predict never called the ticket model: {first.result().text}"
-            )
+        model.wait_held(first)
         waiting = [pool.submit(predict, text) for text in texts[1:]]
         batcher = getattr(app.state, "batcher", None)
         deadline = time.monotonic() + READ_TIMEOUT
