@@ -43,6 +43,9 @@ class Step:
     # Servers the step's tests need besides the learner's app ("redis": a Redis-compatible
     # server, see coursekit.redis_server). Where one is missing the step says so once.
     services: tuple[str, ...] = field(default=())
+    # In an instructor's run, the tests that use only `client` run in a process of the
+    # grader's own, over HTTP to the app in the submission's (see autograder.remote).
+    over_http: bool = False
     tests: tuple[GradedTest, ...] = field(default=())
 
     @property
@@ -119,6 +122,7 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
                 timeout=float(raw.get("timeout", course["test_timeout"])),
                 models_given=bool(raw.get("models_given", False)),
                 services=tuple(raw.get("services", [])),
+                over_http=bool(raw.get("over_http", False)),
                 tests=tests,
             )
         )

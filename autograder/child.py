@@ -8,6 +8,10 @@ job in the environment variable `AUTOGRADER_CHILD`. This plugin then
 2. runs the selected tests, writing `start` before each one and `result` after it, so
    the parent knows which test was running if the process hangs or dies;
 3. offers the fixtures the graded tests use: `exercise`, `app`, `client`, `live_server`.
+
+A remote job (an instructor's run of the tests that use only `client`, see
+`autograder.remote`) does none of 1: its `client` talks HTTP to the app served in a
+process of its own, and this process never imports the submission's code.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from typing import Any
 import pytest
 
 from autograder.catalog import Step, load_catalog
-from autograder.messages import Explanation, explain_import_failure, explain_test_failure
+from autograder.messages import (
+    Explanation,
+    explain_import_failure,
+    explain_test_failure,
+    missing_app,
+)
 
 ENV_VAR = "AUTOGRADER_CHILD"
 
@@ -41,6 +50,9 @@ class Job:
     only: tuple[str, ...]  # the graded tests to run
     # With a name, a test that must fail runs among the others (see `_add_canary`).
     canary: str = ""
+    # An instructor's run of tests that use only `client`: this process never imports
+    # the submission, and each test's client is on its app in a process of its own.
+    remote: bool = False
 
     def to_env(self) -> str:
         return json.dumps({**self.__dict__, "only": list(self.only)})
@@ -54,6 +66,7 @@ class Job:
             data["events"],
             tuple(data["only"]),
             data.get("canary", ""),
+            bool(data.get("remote", False)),
         )
 
 
@@ -117,6 +130,11 @@ class ChildPlugin:
     # -- pytest hooks -----------------------------------------------------------------
 
     def pytest_configure(self, config: pytest.Config) -> None:
+        if self.job.remote:  # none of the submission's code runs here, nor may reach in
+            from autograder.sandbox import refuse_debuggers
+
+            refuse_debuggers()
+            return
         sys.path.insert(0, str(self.source))
         self._record_server_errors()
         self._compile_once()
@@ -146,31 +164,10 @@ class ChildPlugin:
         SourceFileLoader.source_to_code = source_to_code  # type: ignore[method-assign,assignment]
 
     def _record_server_errors(self) -> None:
-        """Note each exception the app under test raises, though the client sees a 500.
+        """Note each exception the app under test raises, though the client sees a 500."""
+        from autograder.server_errors import note_server_errors
 
-        Every Starlette app's outermost layer is ServerErrorMiddleware, which answers
-        500 and re-raises; the note lets a failure name the learner's line that raised,
-        not only the 500 that a test (or a real server) saw.
-        """
-        from starlette.middleware.errors import ServerErrorMiddleware
-
-        original = ServerErrorMiddleware.__init__
-        errors = self._server_errors
-
-        # The note is taken inside the middleware, around the app it wraps: the middleware
-        # sends its 500 before it re-raises, so a client under a real server could read
-        # the 500 (and the test fail) before a note taken outside it was written.
-        def wrapping(self: ServerErrorMiddleware, app: Any, *args: Any, **kwargs: Any) -> None:
-            async def noted(scope: Any, receive: Any, send: Any) -> None:
-                try:
-                    await app(scope, receive, send)
-                except Exception as exc:
-                    errors.append(exc)
-                    raise
-
-            original(self, noted, *args, **kwargs)
-
-        ServerErrorMiddleware.__init__ = wrapping  # type: ignore[method-assign]
+        note_server_errors(self._server_errors.append)
 
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]
@@ -185,6 +182,9 @@ class ChildPlugin:
         items[:] = keep
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.job.remote:
+            self._probe_remote()
+            return
         for name in self.step.modules:
             self.emit("import", module=name)
             try:
@@ -195,6 +195,20 @@ class ChildPlugin:
                 self._events.close()
                 # Nothing else can run without the module; the parent reports the rest.
                 os._exit(0)
+        self.emit("imported")
+
+    def _probe_remote(self) -> None:
+        """Start the app once in a process of its own: a module that cannot be imported
+        is reported once, as a grading child that imports it reports it."""
+        from autograder import remote
+
+        self.emit("import", module=self.step.modules[-1])
+        try:
+            remote.probe(self.step, self.source)
+        except remote.ImportProblem as problem:
+            self.emit("import_error", module=self.step.modules[-1], message=str(problem))
+            self._events.close()
+            os._exit(0)
         self.emit("imported")
 
     @pytest.hookimpl(wrapper=True)
@@ -228,9 +242,13 @@ class ChildPlugin:
         if report.capstdout:
             self._printed[item.nodeid] = report.capstdout  # cumulative over the phases
         if report.failed and item.nodeid not in self._outcomes and call.excinfo is not None:
-            explanation = explain_test_failure(
-                call.excinfo.value, self.source, self.step.given, list(self._server_errors)
-            )
+            reported = getattr(call.excinfo.value, "explanation", None)
+            if self.job.remote and isinstance(reported, Explanation):  # remote.ServerFailure
+                explanation = reported
+            else:
+                explanation = explain_test_failure(
+                    call.excinfo.value, self.source, self.step.given, list(self._server_errors)
+                )
             changed = self._changed_environment()
             if changed and explanation.outcome == "failed":
                 explanation = replace(
@@ -261,6 +279,8 @@ class ChildPlugin:
     @pytest.fixture
     def exercise(self) -> Callable[[str], ModuleType]:
         """Import one of the step's modules, fresh for this test: `exercise("app")`."""
+        if self.job.remote:  # autograder.remote: the engine sends only `client` tests
+            raise RuntimeError("a remote job imports none of the submission's modules")
         return self.import_fresh
 
     @pytest.fixture
@@ -269,18 +289,24 @@ class ChildPlugin:
         module_name, _, attribute = self.step.app.partition(":")
         module = exercise(module_name)
         if not hasattr(module, attribute):
-            raise AssertionError(
-                f"{module_name}.py must define `{attribute}` (the FastAPI application); "
-                "it is missing. Did you rename or delete it?"
-            )
+            raise AssertionError(missing_app(module_name, attribute))
         return getattr(module, attribute)
 
     @pytest.fixture
-    def client(self, app: Any) -> Iterator[Any]:
-        """A TestClient on the app, inside its lifespan (start-up and shut-down run)."""
+    def client(self, request: pytest.FixtureRequest) -> Iterator[Any]:
+        """A TestClient on the app, inside its lifespan (start-up and shut-down run).
+
+        In a remote job, an httpx client on the app served by a process of its own.
+        """
+        if self.job.remote:
+            from autograder import remote
+
+            with remote.client(self.step, self.source) as http:
+                yield http
+            return
         from fastapi.testclient import TestClient
 
-        with TestClient(app) as test_client:
+        with TestClient(request.getfixturevalue("app")) as test_client:
             yield test_client
 
     @pytest.fixture

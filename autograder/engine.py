@@ -26,10 +26,11 @@ from typing import TextIO
 from autograder import sandbox, services
 from autograder.catalog import Step, load_catalog
 from autograder.child import ENV_VAR, Job
-from autograder.messages import show_path
+from autograder.messages import crashed_message, show_path
 from autograder.pristine import is_untouched
 from autograder.processes import Child, imports_of, start_child
 from autograder.records import Outcome, Record
+from autograder.remote import http_only_tests
 
 STARTUP_LIMIT = 90.0  # seconds for Python and pytest to start and collect: generous, a loaded
 # machine is slow, and a learner's code does not run during this phase
@@ -305,19 +306,51 @@ class ChildRun:
 
 
 def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -> ChildRun:
+    """Run `tests` in a child; in an instructor's run, those over HTTP in one of their own.
+
+    See autograder.remote: the tests of an `over_http` step that use only `client` run
+    in a child that never imports the submission, beside the child for the others.
+    """
+    over_http = http_only_tests(step) if settings.sandboxed else frozenset()
+    remote = [name for name in tests if name in over_http]
+    local = [name for name in tests if name not in over_http]
+    if not remote:
+        return _run_one_child(step, source, local, settings)
+    if not local:
+        return _run_one_child(step, source, remote, settings, remote=True)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [
+            pool.submit(_run_one_child, step, source, remote, settings, remote=True),
+            pool.submit(_run_one_child, step, source, local, settings),
+        ]
+        over, here = (future.result() for future in runs)
+    return ChildRun(
+        results=[*over.results, *here.results],
+        import_problem=here.import_problem or over.import_problem,
+        stopped_in=here.stopped_in or over.stopped_in,
+        log_tail=here.log_tail or over.log_tail,
+        forged="; ".join(why for why in (here.forged, over.forged) if why),
+    )
+
+
+def _run_one_child(
+    step: Step, source: Path, tests: list[str], settings: Settings, remote: bool = False
+) -> ChildRun:
     catalog = load_catalog()
     import_limit = settings.import_timeout or catalog.import_timeout
     test_limit = settings.test_timeout or step.timeout
     with tempfile.TemporaryDirectory(prefix=f"grade-{step.id}-") as scratch:
         events_path = Path(scratch) / "events.jsonl"
         events_path.touch()
-        canary = f"test_canary_{secrets.token_hex(6)}" if settings.sandboxed else ""
+        # No canary where no submission code runs; the events' order is checked all the same.
+        canary = f"test_canary_{secrets.token_hex(6)}" if settings.sandboxed and not remote else ""
         job = Job(
             step=step.id,
             source=str(source),
             events=str(events_path),
             only=tuple(tests),
             canary=canary,
+            remote=remote,
         )
         base = (
             sandbox.environment(os.environ, Path(scratch) / "home")
@@ -344,7 +377,7 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
         log_path = Path(scratch) / "pytest.log"
         with open(events_path, encoding="utf-8") as events:
             child = start_child(arguments, env, log_path, needs=_needs(step))
-            run = _watch(child, events, import_limit, test_limit, canary)
+            run = _watch(child, events, import_limit, test_limit, canary, strict=remote)
             # Every run, not only a hung one: a process the graded code started and left
             # behind must not outlive its grading (it could rewrite results afterwards).
             child.kill()
@@ -353,14 +386,20 @@ def _run_child(step: Step, source: Path, tests: list[str], settings: Settings) -
 
 
 def _watch(
-    child: Child, events: TextIO, import_limit: float, test_limit: float, canary: str = ""
+    child: Child,
+    events: TextIO,
+    import_limit: float,
+    test_limit: float,
+    canary: str = "",
+    strict: bool = False,
 ) -> ChildRun:
     """Follow the child's events until it ends; end it if a phase runs out of time.
 
     With a `canary` (an instructor's run), the events must also be the ones the child's
     grader writes, in its order: one `imported`, each `result` right after the `start` of
     the same test, the canary failing. Anything else means the submission wrote events,
-    or changed how its tests run, and `forged` says so.
+    or changed how its tests run, and `forged` says so. `strict` checks that order
+    without a canary (a remote child, see autograder.remote).
     """
     run = ChildRun()
     phase, phase_started, current, module = "startup", time.monotonic(), "", ""
@@ -369,7 +408,7 @@ def _watch(
     canary_outcome = ""
 
     def forged(why: str) -> None:
-        if canary and not run.forged:
+        if (canary or strict) and not run.forged:
             run.forged = why
 
     while True:
@@ -439,13 +478,7 @@ def _watch(
     if phase == "done" and canary and not canary_outcome and run.results:
         forged("the result of a test that always fails is missing")
     if phase == "test" and current:
-        run.stopped_in = (
-            current,
-            "crashed",
-            f"The grading process stopped during this test (exit code {code}). Does your "
-            "code call sys.exit() or os._exit()? A server must never exit while answering "
-            "a request.",
-        )
+        run.stopped_in = (current, "crashed", crashed_message(code))
     elif phase == "import" and not run.import_problem:
         run.import_problem = (
             "import_error",

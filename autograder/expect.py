@@ -80,7 +80,10 @@ def describe(response: httpx.Response) -> str:
     ]
     if headers:
         text += " with headers " + ", ".join(headers)
-    body = request.content
+    try:
+        body = request.content
+    except httpx.RequestNotRead:  # streamed to a real server, which keeps no copy
+        return text + f" {'and' if headers else 'with'} a streamed body"
     if body:
         text += f" {'and' if headers else 'with'} body "
         text += shown_body(body.decode("utf-8", errors="replace"))

@@ -161,6 +161,23 @@ def _unwritten_part(exc: BaseException, source: Path, given: Collection[str]) ->
     return f"{owner.__name__} in {show_path(file)} has no `{exc.name}` yet"
 
 
+def crashed_message(code: int | None) -> str:
+    """What a test says when the process serving the learner's app stopped during it."""
+    return (
+        f"The grading process stopped during this test (exit code {code}). Does your "
+        "code call sys.exit() or os._exit()? A server must never exit while answering "
+        "a request."
+    )
+
+
+def missing_app(module_name: str, attribute: str) -> str:
+    """What a test says when the step's module has no app where the catalog says."""
+    return (
+        f"{module_name}.py must define `{attribute}` (the FastAPI application); "
+        "it is missing. Did you rename or delete it?"
+    )
+
+
 def explain_import_failure(exc: BaseException, module_file: Path, source: Path) -> str:
     """Why the learner's module could not be imported, in one sentence."""
     shown = show_path(module_file)

@@ -80,59 +80,118 @@ def run_module(
     Output goes to `log`; the exit code is returned (negative: killed by that signal).
     The process keeps this one's resource limits either way.
     """
+    child = start_module(module, args, env, log, needs)
+    try:
+        return child.wait()
+    finally:
+        child.kill()
+
+
+def start_module(
+    module: str, args: list[str], env: Mapping[str, str], log: Path, needs: Iterable[str] = ()
+) -> ModuleChild:
+    """Start what `run_module` runs, and return at once: poll it, wait for it, kill it.
+
+    Killing it ends it with everything it started (it runs in a session of its own).
+    """
     path = os.environ.get(WARM_SOCKET_ENV)
     if FORK and path:
         with contextlib.suppress(OSError, ValueError, KeyError):
-            return _run_module_in_warm_process(path, module, args, env, log, needs)
-    with open(log, "wb") as output:
-        return subprocess.run(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            check=False,
-        ).returncode
+            return _WarmModuleChild(path, module, args, env, log, needs)
+    return _SpawnedModuleChild(module, args, env, log)
 
 
-def _run_module_in_warm_process(
-    path: str,
-    module: str,
-    args: list[str],
-    env: Mapping[str, str],
-    log: Path,
-    needs: Iterable[str],
-) -> int:
-    import resource
+class ModuleChild(Child, Protocol):
+    def wait(self) -> int: ...
 
-    # What this process may use, the module's process may too (and no more).
-    limits = {
-        name: resource.getrlimit(getattr(resource, name))[0]
-        for name in ("RLIMIT_CORE", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC")
-        if hasattr(resource, name)
-    }
-    limits = {name: value for name, value in limits.items() if value != resource.RLIM_INFINITY}
-    request = {
-        "module": module,
-        "args": args,
-        "env": dict(env),
-        "log": str(log),
-        "needs": list(needs),
-        "limits": limits,
-    }
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.connect(path)
-        answers = connection.makefile("rb")
-        json.loads(answers.readline())["ready"]  # the greeting comes first
-        connection.sendall((json.dumps(request) + "\n").encode())
-        # Leaving this connection (this process ends, or is killed) ends the module's
-        # process and all it started: the warm process kills what a client leaves.
-        for line in answers:
-            message = json.loads(line)
+
+class _WarmModuleChild:
+    """A module's process forked by the warm process, over a connection of its own."""
+
+    def __init__(
+        self,
+        path: str,
+        module: str,
+        args: list[str],
+        env: Mapping[str, str],
+        log: Path,
+        needs: Iterable[str],
+    ) -> None:
+        import resource
+
+        # What this process may use, the module's process may too (and no more).
+        limits = {
+            name: resource.getrlimit(getattr(resource, name))[0]
+            for name in ("RLIMIT_CORE", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC")
+            if hasattr(resource, name)
+        }
+        limits = {name: value for name, value in limits.items() if value != resource.RLIM_INFINITY}
+        request = {
+            "module": module,
+            "args": args,
+            "env": dict(env),
+            "log": str(log),
+            "needs": list(needs),
+            "limits": limits,
+        }
+        self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._buffer = b""
+        self._code: int | None = None
+        try:
+            self._connection.connect(path)
+            self._receive(STARTUP_LIMIT)["ready"]  # type: ignore[index] (the greeting)
+            self._connection.sendall((json.dumps(request) + "\n").encode())
+            self._pid = int(self._receive(STARTUP_LIMIT)["started"])  # type: ignore[index]
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def _receive(self, timeout: float | None) -> dict[str, object] | None:
+        """The warm process's next message; None if none came within `timeout`."""
+        import select
+
+        while b"\n" not in self._buffer:
+            readable, _, _ = select.select([self._connection], [], [], timeout)
+            if not readable:
+                return None
+            chunk = self._connection.recv(65536)
+            if not chunk:  # the warm process left: what it forked was killed with it
+                return {"exited": self._pid, "code": -int(signal.SIGKILL)}
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def _read_exit(self, timeout: float | None) -> None:
+        while self._code is None:
+            try:
+                message = self._receive(timeout)
+            except OSError:
+                message = {"exited": self._pid, "code": -int(signal.SIGKILL)}
+            if message is None:
+                return
             if "exited" in message:
-                return int(message["code"])
-    raise OSError("the warm process left before the module ended")
+                self._code = int(message["code"])  # type: ignore[call-overload]
+
+    def poll(self) -> int | None:
+        self._read_exit(timeout=0)
+        return self._code
+
+    def wait(self) -> int:
+        self._read_exit(timeout=None)
+        return self._code  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        if self._code is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pid, signal.SIGKILL)
+        # Leaving the connection ends what is left: the warm process kills what a client
+        # leaves behind.
+        with contextlib.suppress(OSError):
+            self._connection.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._connection.close()
+        if self._code is None:
+            self._code = -int(signal.SIGKILL)
 
 
 def share_warm_process(shared: bool) -> None:
@@ -159,15 +218,20 @@ def _limited(chosen: dict[str, int]) -> Callable[[], None]:
 
 class _SpawnedChild:
     def __init__(self, pytest_args: list[str], env: Mapping[str, str], log: Path) -> None:
+        self._start(["-m", "pytest", *pytest_args], env, log)
+
+    def _start(
+        self, arguments: list[str], env: Mapping[str, str], log: Path, session: bool = True
+    ) -> None:
         with open(log, "wb") as output:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "pytest", *pytest_args],
+                [sys.executable, *arguments],
                 cwd=ROOT,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                start_new_session=os.name != "nt",
+                start_new_session=session and os.name != "nt",
                 preexec_fn=_limited(sandbox.limits()) if SANDBOXED and os.name != "nt" else None,
             )
 
@@ -186,6 +250,28 @@ class _SpawnedChild:
                 capture_output=True,
                 check=False,
             )
+            self._process.kill()
+        self._process.wait()
+
+
+class _SpawnedModuleChild(_SpawnedChild):
+    """`python -m MODULE ARGS` as a new interpreter (it inherits this one's limits).
+
+    It stays in this process's session, so that ending this process's tree (as the
+    grader ends every child's) ends it and all it started too.
+    """
+
+    def __init__(self, module: str, args: list[str], env: Mapping[str, str], log: Path) -> None:
+        self._start(["-m", module, *args], env, log, session=False)
+
+    def wait(self) -> int:
+        return self._process.wait()
+
+    def kill(self) -> None:
+        if os.name == "nt":
+            super().kill()  # taskkill: the tree, found from the process itself
+            return
+        if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
 

@@ -108,3 +108,26 @@ def environment(base: Mapping[str, str], home: Path) -> dict[str, str]:
     if os.name == "nt":
         kept.update(APPDATA=scratch, LOCALAPPDATA=scratch)
     return kept
+
+
+def refuse_debuggers() -> bool:
+    """Keep other processes of this user out of this one (Linux); whether it worked.
+
+    A process that is not "dumpable" cannot be traced by another process of the same
+    user (only by one with CAP_SYS_PTRACE, such as root's), and its /proc files
+    (`mem`, `environ`) belong to root: a submission's process cannot read or rewrite
+    the memory of the grading process that runs the tests over HTTP (autograder.remote).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    PR_SET_DUMPABLE, PR_GET_DUMPABLE = 4, 3  # from <linux/prctl.h>
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return (
+            libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+            and libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
+        )
+    except (OSError, AttributeError):
+        return False

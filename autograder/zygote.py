@@ -188,7 +188,10 @@ class Server:
                 os.read(self.wakeup[0], 4096)
         else:
             client = key.data
-            chunk = client.connection.recv(65536)
+            try:
+                chunk = client.connection.recv(65536)
+            except OSError:  # ECONNRESET: the client was killed with answers unread
+                chunk = b""
             if not chunk:
                 self._drop(client)
                 return

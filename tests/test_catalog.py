@@ -208,3 +208,24 @@ def test_the_readme_lists_every_step() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for step in STEPS:
         assert f"| {step.id} | {step.title} |" in readme, f"README.md: no row for step {step.id}"
+
+
+def test_the_instructors_guide_counts_the_tests_graded_over_http() -> None:
+    # docs/instructors says how much of the grade an instructor's run grades where the
+    # submission cannot reach (autograder/remote.py): the figures follow course.toml.
+    from autograder.remote import http_only_tests
+
+    steps = STEPS
+    tests = [test for step in steps for test in step.tests]
+    over = [test for step in steps for test in step.tests if test.name in http_only_tests(step)]
+    expected = (
+        f"That is {len(over)} of the {len(tests)} graded tests, "
+        f"{sum(t.points for t in over)} of the {sum(t.points for t in tests)} points."
+    )
+    text = (ROOT / "docs" / "instructors" / "index.md").read_text(encoding="utf-8")
+    assert expected in " ".join(text.split()), f"docs/instructors should say: {expected!r}"
+    empty = [step.id for step in steps if step.over_http and not http_only_tests(step)]
+    assert not empty, f"steps {empty} are over_http but no test of theirs uses only `client`"
+    assert [step.id for step in steps if step.over_http] == ["01", "02", "03", "04"], (
+        "docs/instructors names steps 01 to 04 as graded over HTTP: update it with course.toml"
+    )

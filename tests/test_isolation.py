@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder.catalog import load_catalog
+from autograder.catalog import Step, load_catalog
 from autograder.engine import MAX_TIMEOUTS_PER_STEP, Settings, grade_step
+from autograder.remote import http_only_tests
 from tests.helpers import ROOT, require_shipped_stubs, run_pytest_exercises
 
 STEP = load_catalog().step("01")
@@ -52,6 +53,11 @@ BREAKAGES = {
 }
 
 
+# Each check runs as a learner's run grades and as an instructor's does: step 01 is
+# `over_http`, so there its tests reach the app in a process of its own.
+MODES = pytest.mark.parametrize("sandboxed", [False, True], ids=["learner", "instructor"])
+
+
 def broken_copy(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
     folder = tmp_path / STEP.slug
     shutil.copytree(STEP.solution_dir, folder)
@@ -60,11 +66,14 @@ def broken_copy(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
     return folder
 
 
+@MODES
 @pytest.mark.parametrize("name", list(BREAKAGES))
-def test_a_module_that_cannot_load_scores_zero_with_one_sentence(tmp_path: Path, name: str) -> None:
+def test_a_module_that_cannot_load_scores_zero_with_one_sentence(
+    tmp_path: Path, name: str, sandboxed: bool
+) -> None:
     edit, outcome, words = BREAKAGES[name]
     folder = broken_copy(tmp_path, edit)
-    records = grade_step(STEP, Settings(source=lambda step: folder, **FAST))
+    records = grade_step(STEP, Settings(source=lambda step: folder, sandboxed=sandboxed, **FAST))
     assert len(records) == len(STEP.tests)
     assert all(record.score == 0 for record in records), [r.test for r in records if r.score]
     for record in records:
@@ -74,12 +83,14 @@ def test_a_module_that_cannot_load_scores_zero_with_one_sentence(tmp_path: Path,
         assert "Traceback" not in record.message
 
 
-def test_a_handler_that_loops_forever_costs_only_its_tests(tmp_path: Path) -> None:
+@MODES
+def test_a_handler_that_loops_forever_costs_only_its_tests(tmp_path: Path, sandboxed: bool) -> None:
     folder = broken_copy(
         tmp_path,
         lambda text: text.replace("    words = [", "    while True:\n        pass\n    words = ["),
     )
-    records = {r.test: r for r in grade_step(STEP, Settings(source=lambda step: folder, **FAST))}
+    settings = Settings(source=lambda step: folder, sandboxed=sandboxed, **FAST)
+    records = {r.test: r for r in grade_step(STEP, settings)}
     assert records["test_health_returns_ok"].passed, records["test_health_returns_ok"].message
     timed_out = [r for r in records.values() if r.outcome == "timeout"]
     assert 1 <= len(timed_out) <= MAX_TIMEOUTS_PER_STEP
@@ -131,11 +142,15 @@ def test_a_wait_that_runs_out_again_alone_counts_and_the_others_are_not_rerun(
     assert len((folder / "runs.txt").read_text().split()) == 2
 
 
-def test_a_handler_that_exits_the_process_costs_only_its_test(tmp_path: Path) -> None:
+@MODES
+def test_a_handler_that_exits_the_process_costs_only_its_test(
+    tmp_path: Path, sandboxed: bool
+) -> None:
     folder = broken_copy(
         tmp_path, lambda text: text.replace('return {"status": "ok"}', "import os\n    os._exit(1)")
     )
-    records = {r.test: r for r in grade_step(STEP, Settings(source=lambda step: folder, **FAST))}
+    settings = Settings(source=lambda step: folder, sandboxed=sandboxed, **FAST)
+    records = {r.test: r for r in grade_step(STEP, settings)}
     assert records["test_health_returns_ok"].outcome == "crashed"
     assert "os._exit()" in records["test_health_returns_ok"].message
     others = [r for name, r in records.items() if name != "test_health_returns_ok"]
@@ -334,17 +349,20 @@ FORGERIES = {
 }
 
 
-@pytest.mark.parametrize("forgery", FORGERIES, ids=list(FORGERIES))
-def test_an_instructors_run_gives_a_forging_submission_its_true_score(
-    tmp_path: Path, forgery: str
-) -> None:
-    require_shipped_stubs(STEP)
+# A step graded in the submission's process (not `over_http`): there the canary and the
+# order of events are what catch a forgery. Step 01 is `over_http`: its tests run where
+# the submission's code cannot reach them (autograder/remote.py).
+IN_PROCESS_STEP = load_catalog().step("05")
+
+
+def grade_forged(tmp_path: Path, step: Step, forgery: str, start: Path) -> tuple[int, str]:
+    """The score and output of an instructor's run of `start`'s app.py with `forgery` on top."""
     root = tmp_path / "submission"
-    shutil.copytree(STEP.exercise_dir, root / STEP.slug)
-    app = root / STEP.slug / "app.py"
+    shutil.copytree(start, root / step.slug)
+    app = root / step.slug / "app.py"
     app.write_text(FORGERIES[forgery] + app.read_text(encoding="utf-8"), encoding="utf-8")
     results = tmp_path / "results.json"
-    command = [sys.executable, "-m", "autograder", "grade", STEP.id, "--source-root"]
+    command = [sys.executable, "-m", "autograder", "grade", step.id, "--source-root"]
     completed = subprocess.run(
         [*command, str(root), "--json", str(results)],
         cwd=ROOT,
@@ -354,9 +372,39 @@ def test_an_instructors_run_gives_a_forging_submission_its_true_score(
         check=False,
     )
     output = " ".join((completed.stdout + completed.stderr).split())
-    graded = json.loads(results.read_text(encoding="utf-8"))
-    assert graded["score"] == 0, output
+    return json.loads(results.read_text(encoding="utf-8"))["score"], output
+
+
+@pytest.mark.parametrize("forgery", FORGERIES, ids=list(FORGERIES))
+def test_an_instructors_run_gives_a_forging_submission_its_true_score(
+    tmp_path: Path, forgery: str
+) -> None:
+    require_shipped_stubs(STEP, IN_PROCESS_STEP)
+    assert http_only_tests(STEP) == {test.name for test in STEP.tests}
+    # Over HTTP the forgery changes nothing: the stub's own failures are what is reported.
+    score, output = grade_forged(tmp_path / "over", STEP, forgery, STEP.exercise_dir)
+    assert score == 0, output
+    assert "cannot be trusted" not in output, output
+    expected = "in health() still raises NotImplementedError"
+    if forgery == "passed results appended to the report":  # no grader's job to read there
+        expected = "KeyError: 'AUTOGRADER_CHILD'"
+    assert expected in output, output
+    # In the submission's process the forgery is caught, and the step scores zero.
+    assert not http_only_tests(IN_PROCESS_STEP)
+    score, output = grade_forged(
+        tmp_path / "here", IN_PROCESS_STEP, forgery, IN_PROCESS_STEP.exercise_dir
+    )
+    assert score == 0, output
     assert "cannot be trusted" in output, output
+
+
+@pytest.mark.parametrize("forgery", ["every test made to pass", "every result rewritten as passed"])
+def test_a_forgery_over_http_cannot_lower_a_correct_submissions_score(
+    tmp_path: Path, forgery: str
+) -> None:
+    # The same lines on top of the solution: its tests ran apart, so it scores what it earns.
+    score, output = grade_forged(tmp_path, STEP, forgery, STEP.solution_dir)
+    assert score == STEP.max_points, output
 
 
 # A submission that takes what the machine has: each starts from the solution, whose
@@ -394,3 +442,21 @@ def test_an_instructors_run_limits_what_a_submission_takes(tmp_path: Path, exhau
     output = " ".join((completed.stdout + completed.stderr).split())
     assert output.rstrip().endswith(f"Score: 0/{STEP.max_points}"), output
     assert any(word in output for word in words), output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_the_process_that_grades_over_http_refuses_debuggers() -> None:
+    # Not dumpable: another process of the same user can neither trace it nor open its
+    # /proc/PID/mem (autograder.sandbox.refuse_debuggers, called by a remote job).
+    code = (
+        "import ctypes\n"
+        "from autograder.sandbox import refuse_debuggers\n"
+        "libc = ctypes.CDLL(None)\n"
+        "before = libc.prctl(3, 0, 0, 0, 0)\n"
+        "assert refuse_debuggers()\n"
+        "print(before, libc.prctl(3, 0, 0, 0, 0))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.split() == ["1", "0"], completed.stdout + completed.stderr

@@ -19,6 +19,7 @@ import pytest
 from autograder.catalog import Step
 from autograder.engine import Settings, grade_step
 from autograder.records import Record
+from autograder.remote import http_only_tests
 from tests.helpers import (
     ROOT,
     STEPS,
@@ -142,3 +143,21 @@ def test_the_variant_scores_full_points(
             + "\n".join(f"- {r.test} [{r.outcome}]: {r.message}" for r in failed),
             pytrace=False,
         )
+
+
+# An instructor's run grades the `client` tests of an `over_http` step over HTTP, the app
+# in a process of its own (autograder/remote.py): every variant scores full points there too.
+OVER_HTTP = [variant for variant in VARIANTS if http_only_tests(variant.step)]
+
+
+@pytest.mark.parametrize("variant", OVER_HTTP, ids=[f"{v.step.id}-{v.name}" for v in OVER_HTTP])
+def test_the_variant_scores_full_points_over_http(variant: Variant, tmp_path: Path) -> None:
+    over_http = http_only_tests(variant.step)
+    folder = variant.apply(tmp_path)
+    settings = Settings(
+        source=lambda step: folder, select=lambda step, test: test in over_http, sandboxed=True
+    )
+    records = grade_step(variant.step, settings)
+    assert {record.test for record in records} == over_http
+    failed = [f"- {r.test} [{r.outcome}]: {r.message}" for r in records if not r.passed]
+    assert not failed, f"{variant.name!r} over HTTP:\n" + "\n".join(failed)

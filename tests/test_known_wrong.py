@@ -17,6 +17,7 @@ import pytest
 from autograder.catalog import Step
 from autograder.engine import Settings, grade_step
 from autograder.records import Record
+from autograder.remote import http_only_tests
 from tests.helpers import ROOT, STEPS, Edit, require_services, solution_with_edits
 
 KNOWN_WRONG = ROOT / "tests" / "known_wrong"
@@ -115,3 +116,23 @@ def test_the_graded_tests_catch_the_mistake(
     # A caught mistake must be caught by an expectation, not by a crash of the grader.
     broken = [r.test for r in records if r.outcome in {"import_error", "crashed", "not_run"}]
     assert not broken, f"{mistake.name}: the copy did not even run: {broken}"
+
+
+# An instructor's run grades the `client` tests of an `over_http` step over HTTP, the app
+# in a process of its own (autograder/remote.py): the tests that catch a mistake there
+# catch it so too.
+OVER_HTTP = [m for m in MISTAKES if set(m.caught_by) & http_only_tests(m.step)]
+
+
+@pytest.mark.parametrize("mistake", OVER_HTTP, ids=[f"{m.step.id}-{m.name}" for m in OVER_HTTP])
+def test_the_mistake_is_caught_over_http_too(mistake: Mistake, tmp_path: Path) -> None:
+    named = set(mistake.caught_by) & http_only_tests(mistake.step)
+    folder = mistake.apply(tmp_path)
+    settings = Settings(
+        source=lambda step: folder, select=lambda step, test: test in named, sandboxed=True
+    )
+    records = grade_step(mistake.step, settings)
+    missed = [record.test for record in records if record.passed]
+    assert not missed, f"{mistake.name}: over HTTP these tests pass: {missed}"
+    broken = [r.test for r in records if r.outcome in {"import_error", "crashed", "not_run"}]
+    assert not broken, f"{mistake.name}: the copy did not even run over HTTP: {broken}"

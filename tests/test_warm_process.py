@@ -127,3 +127,41 @@ def test_a_child_runs_a_module_forked_from_the_warm_process(tmp_path: Path, monk
         assert int(reported.read_text()) == warm.process.pid, "not forked from the warm process"
     finally:
         warm.stop()
+
+
+def test_a_client_killed_with_answers_unread_does_not_end_the_warm_process(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A client that dies before reading the warm process's answers resets its connection
+    (ECONNRESET, not an end of file): the warm process drops that client and serves on.
+    Before, the reset ended it, with every child of the run (an instructor's run on a
+    busy machine lost tests so)."""
+    import time
+
+    from autograder import processes
+
+    warm = processes._Zygote(shared=False)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        request = {
+            "module": "tests.report_parent",
+            "args": [str(tmp_path / "first.txt")],
+            "env": env,
+            "log": str(tmp_path / "first.log"),
+            "needs": [],
+        }
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(warm.path)
+        connection.sendall((json.dumps(request) + "\n").encode())
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "first.txt").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # its "started" and "exited" answers wait, unread
+        connection.close()  # with data unread: the warm process's next read is a reset
+        time.sleep(0.2)
+        monkeypatch.setenv(processes.WARM_SOCKET_ENV, warm.path)
+        reported = tmp_path / "second.txt"
+        code = processes.run_module("tests.report_parent", [str(reported)], env, tmp_path / "b.log")
+        assert code == 0 and int(reported.read_text()) == warm.process.pid
+    finally:
+        warm.stop()

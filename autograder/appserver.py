@@ -1,0 +1,103 @@
+"""The submission's side of an instructor's tests over HTTP: serve the step's app.
+
+    python -m autograder.appserver STEP SOURCE REPORT [--import-only]
+
+In an instructor's run (`--source-root`), a step's tests that talk to the app only
+through `client` run in a grading process that never imports the submission (see
+`autograder.remote`). For each such test, that process starts this one, which puts
+SOURCE first on `sys.path`, imports the step's modules as a grading child would, and
+serves the app with uvicorn on a free loopback port, its lifespan run.
+
+It tells the grader what happens by appending one JSON object a line to REPORT:
+`{"imported": true}` once the modules are imported (with `--import-only` it then ends),
+`{"listening": PORT}` once it serves, `{"import_error": MESSAGE}` if a module cannot be
+imported, and `{"server_error": {...}}` (an `Explanation`'s fields) for each exception
+the app raises, written before its 500 is sent. This is the only channel from the
+submission to the grader; the grader reads it as untrusted input (`autograder.remote`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import socket
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from autograder.catalog import load_catalog
+from autograder.messages import explain_import_failure, explain_test_failure, missing_app
+from autograder.server_errors import note_server_errors
+
+
+def main(arguments: list[str]) -> int:
+    step_id, source_text, report_path, *options = arguments
+    step = load_catalog().step(step_id)
+    source = Path(source_text).resolve()
+    report = open(report_path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the process)
+
+    def tell(**data: Any) -> None:
+        report.write(json.dumps(data) + "\n")
+        report.flush()
+
+    noted: set[int] = set()
+
+    def server_error(exc: BaseException) -> None:
+        if id(exc) in noted:  # noted inside the middleware, then again outside the app
+            return
+        noted.add(id(exc))
+        tell(server_error=asdict(explain_test_failure(exc, source, step.given)))
+
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(source))
+    note_server_errors(server_error)
+    modules = {}
+    for name in step.modules:
+        try:
+            modules[name] = importlib.import_module(name)
+        except BaseException as exc:  # SystemExit and friends included, on purpose
+            tell(import_error=explain_import_failure(exc, source / f"{name}.py", source))
+            return 0
+    tell(imported=True)
+    if "--import-only" in options:
+        return 0
+    module_name, _, attribute = step.app.partition(":")
+    app = getattr(modules.get(module_name) or importlib.import_module(module_name), attribute, None)
+    if app is None:
+        tell(server_error={"outcome": "failed", "message": missing_app(module_name, attribute)})
+        return 0
+
+    async def served(scope: Any, receive: Any, send: Any) -> None:
+        # What escapes the app: a lifespan's failure (the test client would raise it into
+        # the test), or a request's error raised past the 500 (noted already).
+        try:
+            await app(scope, receive, send)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                server_error(exc)
+            raise
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                tell(listening=listener.getsockname()[1])
+
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY on accepted connections only
+    # when the socket says it is TCP, and without it each response waited about 40 ms for
+    # the client's delayed acknowledgement (Nagle's algorithm), measured here.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.bind(("127.0.0.1", 0))  # a free port, held from now on: no race for it
+    # lifespan "on", not "auto": a start-up that fails stops the server, as it fails the
+    # test under the test client; "auto" would log it and serve all the same.
+    config = uvicorn.Config(served, lifespan="on", log_level="warning")
+    Server(config).run(sockets=[listener])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

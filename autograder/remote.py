@@ -1,0 +1,242 @@
+"""An instructor's tests over HTTP: the submission's app in a process of its own.
+
+In an instructor's run (`--source-root`) of a step marked `over_http` in course.toml,
+the graded tests that reach the app only through the `client` fixture run in a grading
+child that never imports the submission's code: nothing the submission does can change
+how those tests run or what their results say. For each test, that child starts the
+step's app in another process (`autograder.appserver`: sandboxed like any child of such
+a run, killed with all it started when the test ends) and gives the test an httpx
+client on it, which behaves as the test client does where a test can tell:
+- it follows redirects, and waits as long as the grader's per-test limit allows;
+- an exception the app raises fails the test with the grader's explanation of it,
+  raised where the request was made, as the test client re-raises it;
+- a module that cannot be imported, or an app whose start-up fails, is reported as in
+  a grading child.
+
+The steps so marked are those whose `client` tests behave the same under a real server
+(no work after the response, no streams): the course's checks grade every known-wrong
+and known-right implementation of those steps this way too.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from autograder.catalog import Step
+from autograder.messages import Explanation, crashed_message
+from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
+
+START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
+MAX_TEXT = 4000  # characters kept of a message the submission's process sends
+
+
+@functools.cache
+def http_only_tests(step: Step) -> frozenset[str]:
+    """The step's graded tests whose only fixture is `client` (read from the course's
+    own test files, never the submission's)."""
+    if not step.over_http:
+        return frozenset()
+    found = set()
+    for file in sorted(step.exercise_dir.glob("test_*.py")):
+        body = ast.parse(file.read_text(encoding="utf-8")).body
+        functions = [node for node in body if isinstance(node, ast.FunctionDef)]
+        if any(node.name == "client" for node in functions):
+            continue  # a `client` of the file's own, built on the app: not the grader's
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.decorator_list:
+                arguments = node.args
+                names = [argument.arg for argument in arguments.posonlyargs + arguments.args]
+                if names == ["client"] and not arguments.kwonlyargs:
+                    found.add(node.name)
+    return frozenset(found & {test.name for test in step.tests})
+
+
+class ServerFailure(Exception):
+    """The app raised while it served a test's request (or failed to start)."""
+
+    def __init__(self, explanation: Explanation) -> None:
+        super().__init__(explanation.message)
+        self.explanation = explanation
+
+
+class _Report:
+    """What the app's process appended to its report file, read as untrusted input."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._pending = ""
+
+    def read(self) -> list[dict[str, Any]]:
+        self._pending += self._file.read()
+        *lines, self._pending = self._pending.split("\n")
+        messages = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                message = json.loads(line)
+                if isinstance(message, dict) and len(message) == 1:
+                    messages.append(message)
+        return messages
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _text(value: object) -> str:
+    return value[:MAX_TEXT] if isinstance(value, str) and value else ""
+
+
+def _failure(data: object) -> ServerFailure:
+    data = data if isinstance(data, dict) else {}
+    outcome = data.get("outcome")
+    explanation = Explanation(
+        outcome if outcome in {"failed", "error", "not_implemented"} else "error",
+        _text(data.get("message")) or "The app raised an exception.",
+        _text(data.get("symptom")),
+        data.get("waited") is True,
+    )
+    return ServerFailure(explanation)
+
+
+class _Served:
+    """The app's process for one test, and what it reports."""
+
+    def __init__(self, step: Step, source: Path, scratch: Path, *options: str) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        report_path = scratch / "report.jsonl"
+        report_path.touch()
+        self.log = scratch / "app.log"
+        self.report = _Report(report_path)
+        self.errors: list[ServerFailure] = []
+        # Neither the grading job (where its events go) nor the warm process's socket.
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in {"AUTOGRADER_CHILD", WARM_SOCKET_ENV}
+        }
+        self.process = start_module(
+            "autograder.appserver",
+            [step.id, str(source), str(report_path), *options],
+            env,
+            self.log,
+            needs=_needs(step),
+        )
+
+    def wait_listening(self, imported_only: bool = False) -> int:
+        """The port the app serves on, once it does; else raise why it does not.
+
+        With `imported_only`, return 0 once the step's modules are imported.
+        """
+        deadline = time.monotonic() + START_LIMIT
+        while True:
+            exited = self.process.poll() is not None
+            for message in self.report.read():
+                if "import_error" in message:
+                    raise ImportProblem(_text(message["import_error"]) or "The import failed.")
+                if "server_error" in message:
+                    raise _failure(message["server_error"])
+                if imported_only and message.get("imported") is True:
+                    return 0
+                port = message.get("listening")
+                if isinstance(port, int) and 0 < port < 65536:
+                    return port
+            if exited:
+                tail = self.log.read_text(encoding="utf-8", errors="replace").strip()
+                last = tail.splitlines()[-1] if tail else "it printed nothing"
+                raise ServerFailure(
+                    Explanation("error", f"The app's server stopped before it served: {last}")
+                )
+            if time.monotonic() > deadline:
+                from autograder.expect import OutOfTime
+
+                raise OutOfTime(f"The app did not start serving within {START_LIMIT:g} s.")
+            time.sleep(0.005)
+
+    def check(self) -> None:
+        """Raise the first exception the app reported since the last check."""
+        for message in self.report.read():
+            if "server_error" in message:
+                self.errors.append(_failure(message["server_error"]))
+        if self.errors:
+            raise self.errors.pop(0)
+
+    def check_alive(self) -> None:
+        """Raise what a grading child says of a process that stops during a test."""
+        deadline = time.monotonic() + 1.0  # a connection cut as the process exits
+        while (code := self.process.poll()) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if code is not None:
+            raise ServerFailure(Explanation("crashed", crashed_message(code)))
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.report.close()
+
+
+class ImportProblem(Exception):
+    """A module of the step could not be imported: the message a grading child gives."""
+
+
+@functools.cache
+def _needs(step: Step) -> tuple[str, ...]:
+    files = [*step.solution_dir.glob("*.py"), Path(__file__).with_name("appserver.py")]
+    return tuple(sorted(imports_of(files, local=step.modules) | {"uvicorn"}))
+
+
+def probe(step: Step, source: Path) -> None:
+    """Import the step's modules in a process of their own: raise ImportProblem if one
+    cannot be imported (as a grading child would report it)."""
+    with _served(step, source, "--import-only") as served:
+        try:
+            served.wait_listening(imported_only=True)
+        except ImportProblem:
+            raise
+        except Exception:  # a test's failure, not the import's: each test reports it
+            pass
+
+
+@contextlib.contextmanager
+def _served(step: Step, source: Path, *options: str) -> Iterator[_Served]:
+    with tempfile.TemporaryDirectory(prefix="app-", ignore_cleanup_errors=True) as scratch:
+        served = _Served(step, source, Path(scratch), *options)
+        try:
+            yield served
+        finally:
+            served.stop()
+
+
+@contextlib.contextmanager
+def client(step: Step, source: Path) -> Iterator[Any]:
+    """An httpx client on a fresh process serving the step's app, for one test."""
+    import httpx2 as httpx  # what the test client is built on, so responses are alike
+
+    with _served(step, source) as served:
+        try:
+            port = served.wait_listening()
+        except ImportProblem as problem:  # the probe passed: an import that is not stable
+            raise ServerFailure(Explanation("error", str(problem))) from None
+
+        class Client(httpx.Client):
+            def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+                try:
+                    response = super().send(request, **kwargs)
+                except httpx.TransportError:
+                    served.check()
+                    served.check_alive()
+                    raise
+                served.check()  # an exception of the app fails the test here, as in-process
+                return response
+
+        with Client(
+            base_url=f"http://127.0.0.1:{port}", follow_redirects=True, timeout=None
+        ) as http:
+            yield http
+        served.check()
