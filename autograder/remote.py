@@ -188,7 +188,8 @@ class ImportProblem(Exception):
 @functools.cache
 def _needs(step: Step) -> tuple[str, ...]:
     files = [*step.solution_dir.glob("*.py"), Path(__file__).with_name("appserver.py")]
-    return tuple(sorted(imports_of(files, local=step.modules) | {"uvicorn"}))
+    # coursekit.server: the warm process then imports the modules uvicorn loads lazily.
+    return tuple(sorted(imports_of(files, local=step.modules) | {"coursekit.server"}))
 
 
 def probe(step: Step, source: Path) -> None:
