@@ -8,12 +8,20 @@ The limits stop hangs; this proves they never judge speed.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import multiprocessing
 import os
+import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from autograder.engine import Settings, grade
-from tests.helpers import STEPS
+from autograder.remote import http_only_tests
+from tests.helpers import ROOT, STEPS
 
 BUSY_PER_CORE = 4  # about a load of 10 on a 2-core machine, with the grading itself
 BUSY_FOR = 600.0  # seconds at most: the busy processes stop by themselves
@@ -31,7 +39,8 @@ def _busy(seconds: float) -> None:
         sum(range(10_000))
 
 
-def test_every_solution_scores_full_points_with_every_core_busy() -> None:
+@contextlib.contextmanager
+def every_core_busy() -> Iterator[None]:
     context = multiprocessing.get_context("spawn")
     busy = [
         context.Process(target=_busy, args=(BUSY_FOR,), daemon=True)
@@ -40,11 +49,16 @@ def test_every_solution_scores_full_points_with_every_core_busy() -> None:
     for process in busy:
         process.start()
     try:
-        records = grade(STEPS, Settings(source=lambda step: step.solution_dir))
+        yield
     finally:
         for process in busy:
             process.terminate()
             process.join()
+
+
+def test_every_solution_scores_full_points_with_every_core_busy() -> None:
+    with every_core_busy():
+        records = grade(STEPS, Settings(source=lambda step: step.solution_dir))
     failing = {f"{r.step} {r.test}": r.message for r in records if not r.passed}
     assert not failing, failing
     limits = {step.id: step.timeout for step in STEPS}
@@ -54,3 +68,35 @@ def test_every_solution_scores_full_points_with_every_core_busy() -> None:
         f"{slowest.step} {slowest.test} took {slowest.duration:.1f} s of its "
         f"{limits[slowest.step]:g} s limit under load"
     )
+
+
+def test_an_instructors_class_over_http_scores_full_points_with_every_core_busy(
+    tmp_path: Path,
+) -> None:
+    # The steps whose tests run over HTTP (autograder/remote.py), graded as an instructor
+    # grades a class: three students at once, each with a warm process of its own that
+    # starts and ends a process per test. Under such load, grade-class once lost a test or
+    # two of a correct submission in most runs: a client of the warm process ended with
+    # its answers unread ended the warm process too (tests/test_warm_process.py has the
+    # check that fails without that fix; this one proves the whole path).
+    steps = [step for step in STEPS if http_only_tests(step)]
+    for student in ("ann", "ben", "cat"):
+        for step in steps:
+            shutil.copytree(step.solution_dir, tmp_path / "class" / student / step.slug)
+    command = [sys.executable, "-m", "autograder", "grade-class", str(tmp_path / "class")]
+    command += ["--out", str(tmp_path / "grades"), "--steps", *(step.id for step in steps)]
+    with every_core_busy():
+        completed = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False
+        )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    full = sum(step.max_points for step in steps)
+    lost = {}
+    for graded in sorted((tmp_path / "grades").glob("*.json")):
+        results = json.loads(graded.read_text(encoding="utf-8"))
+        if results["score"] != full:
+            lost[graded.stem] = [
+                t["output"][:300] for t in results["tests"] if t["score"] < t["max_score"]
+            ]
+    assert len(list((tmp_path / "grades").glob("*.json"))) == 3, completed.stdout
+    assert not lost, lost
