@@ -35,6 +35,7 @@ from autograder.catalog import Step
 from autograder.messages import Explanation, crashed_message
 from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
 
+GRADERS_FIXTURES = frozenset({"client", "app", "exercise"})
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
 
@@ -45,12 +46,21 @@ def http_only_tests(step: Step) -> frozenset[str]:
     own test files, never the submission's)."""
     if not step.over_http:
         return frozenset()
+
+    def defined(file: Path) -> set[str]:
+        body = ast.parse(file.read_text(encoding="utf-8")).body
+        return {node.name for node in body if isinstance(node, ast.FunctionDef)}
+
+    # The grader's `client` is built on its `app`, on its `exercise`: a file (or the
+    # step's conftest.py) that defines one of them configures the app in-process.
+    conftest = step.exercise_dir / "conftest.py"
+    if conftest.exists() and defined(conftest) & GRADERS_FIXTURES:
+        return frozenset()
     found = set()
     for file in sorted(step.exercise_dir.glob("test_*.py")):
+        if defined(file) & GRADERS_FIXTURES:
+            continue
         body = ast.parse(file.read_text(encoding="utf-8")).body
-        functions = [node for node in body if isinstance(node, ast.FunctionDef)]
-        if any(node.name == "client" for node in functions):
-            continue  # a `client` of the file's own, built on the app: not the grader's
         for node in body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.decorator_list:
                 arguments = node.args
