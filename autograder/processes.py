@@ -137,14 +137,22 @@ class _WarmModuleChild:
         self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._buffer = b""
         self._code: int | None = None
+        self._pid = 0  # until the warm process names it
         try:
             self._connection.connect(path)
-            self._receive(STARTUP_LIMIT)["ready"]  # type: ignore[index] (the greeting)
+            self._answer("ready")  # the greeting comes first
             self._connection.sendall((json.dumps(request) + "\n").encode())
-            self._pid = int(self._receive(STARTUP_LIMIT)["started"])  # type: ignore[index]
+            self._pid = int(self._answer("started"))  # type: ignore[call-overload]
         except BaseException:
             self._connection.close()
             raise
+
+    def _answer(self, key: str) -> object:
+        """The value of the warm process's next answer, which must be `key`'s."""
+        message = self._receive(STARTUP_LIMIT)
+        if message is None or key not in message:  # start_module then starts afresh
+            raise OSError(f"the warm process did not answer {key!r}")
+        return message[key]
 
     def _receive(self, timeout: float | None) -> dict[str, object] | None:
         """The warm process's next message; None if none came within `timeout`."""

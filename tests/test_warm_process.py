@@ -165,3 +165,30 @@ def test_a_client_killed_with_answers_unread_does_not_end_the_warm_process(
         assert code == 0 and int(reported.read_text()) == warm.process.pid
     finally:
         warm.stop()
+
+
+def test_a_warm_process_that_does_not_greet_is_passed_over(tmp_path: Path, monkeypatch) -> None:
+    """`start_module` from a socket where nothing greets (a warm process gone wrong)
+    starts a new interpreter instead: the module still runs, as `python -m` would."""
+    import threading
+
+    from autograder import processes
+
+    path = str(tmp_path / "mute.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def hang_up() -> None:
+        connection, _ = listener.accept()
+        connection.close()  # no greeting: an end of file
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    monkeypatch.setenv(processes.WARM_SOCKET_ENV, path)
+    reported = tmp_path / "parent.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        code = processes.run_module("tests.report_parent", [str(reported)], env, tmp_path / "a.log")
+    finally:
+        listener.close()
+    assert code == 0 and int(reported.read_text()) == os.getpid()
