@@ -92,7 +92,9 @@ def start_module(
 ) -> ModuleChild:
     """Start what `run_module` runs, and return at once: poll it, wait for it, kill it.
 
-    Killing it ends it with everything it started (it runs in a session of its own).
+    Forked from the warm process, it runs in a session of its own, which killing it ends
+    whole. A new interpreter stays in this process's session instead, so what it started
+    ends when this process's tree is ended (as the grader ends every child's).
     """
     path = os.environ.get(WARM_SOCKET_ENV)
     if FORK and path:

@@ -5,7 +5,8 @@ the graded tests that reach the app only through the `client` fixture run in a g
 child that never imports the submission's code: nothing the submission does can change
 how those tests run or what their results say. For each test, that child starts the
 step's app in another process (`autograder.appserver`: sandboxed like any child of such
-a run, killed with all it started when the test ends) and gives the test an httpx
+a run, killed when the test ends, and what it started with the run at the latest) and
+gives the test an httpx
 client on it, which behaves as the test client does where a test can tell:
 - it follows redirects, and waits as long as the grader's per-test limit allows;
 - an exception the app raises fails the test with the grader's explanation of it,
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from autograder.catalog import Step
+from autograder.child import ENV_VAR as CHILD_ENV_VAR
 from autograder.messages import Explanation, crashed_message
 from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
 
@@ -47,22 +49,25 @@ def http_only_tests(step: Step) -> frozenset[str]:
     if not step.over_http:
         return frozenset()
 
-    def defined(file: Path) -> set[str]:
+    def functions(file: Path) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
         body = ast.parse(file.read_text(encoding="utf-8")).body
-        return {node.name for node in body if isinstance(node, ast.FunctionDef)}
+        return [node for node in body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+    def defines_a_graders_fixture(nodes: list[ast.FunctionDef | ast.AsyncFunctionDef]) -> bool:
+        return any(node.name in GRADERS_FIXTURES for node in nodes)
 
     # The grader's `client` is built on its `app`, on its `exercise`: a file (or the
     # step's conftest.py) that defines one of them configures the app in-process.
     conftest = step.exercise_dir / "conftest.py"
-    if conftest.exists() and defined(conftest) & GRADERS_FIXTURES:
+    if conftest.exists() and defines_a_graders_fixture(functions(conftest)):
         return frozenset()
     found = set()
     for file in sorted(step.exercise_dir.glob("test_*.py")):
-        if defined(file) & GRADERS_FIXTURES:
+        nodes = functions(file)
+        if defines_a_graders_fixture(nodes):
             continue
-        body = ast.parse(file.read_text(encoding="utf-8")).body
-        for node in body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.decorator_list:
+        for node in nodes:
+            if not node.decorator_list:
                 arguments = node.args
                 names = [argument.arg for argument in arguments.posonlyargs + arguments.args]
                 if names == ["client"] and not arguments.kwonlyargs:
@@ -130,7 +135,7 @@ class _Served:
         env = {
             name: value
             for name, value in os.environ.items()
-            if name not in {"AUTOGRADER_CHILD", WARM_SOCKET_ENV}
+            if name not in {CHILD_ENV_VAR, WARM_SOCKET_ENV}
         }
         self.process = start_module(
             "autograder.appserver",
