@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import io
 import json
 import socket
 import sys
@@ -50,6 +51,10 @@ def main(arguments: list[str]) -> int:
         noted.add(id(exc))
         tell(server_error=asdict(explain_test_failure(exc, source, step.given)))
 
+    # Unbuffered: what the app printed before it answered is in the file when the answer
+    # arrives (uvicorn's own log goes to stderr, so only the app's prints are here).
+    printed = open(Path(report_path).with_name("printed.txt"), "ab", buffering=0)  # noqa: SIM115
+    sys.stdout = io.TextIOWrapper(printed, encoding="utf-8", errors="replace", write_through=True)
     sys.dont_write_bytecode = True
     sys.path.insert(0, str(source))
     note_server_errors(server_error)

@@ -13,6 +13,8 @@ client on it, which behaves as the test client does where a test can tell:
   raised where the request was made, as the test client re-raises it;
 - a module that cannot be imported, or an app whose start-up fails, is reported as in
   a grading child.
+- what the app printed comes with the test's result, as what a grading child captured
+  does.
 
 The steps so marked are those whose `client` tests behave the same under a real server
 (no work after the response, no streams): the course's checks grade every known-wrong
@@ -26,6 +28,7 @@ import contextlib
 import functools
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -129,6 +132,7 @@ class _Served:
         report_path = scratch / "report.jsonl"
         report_path.touch()
         self.log = scratch / "app.log"
+        self.printed_path = scratch / "printed.txt"  # the app's sys.stdout (appserver)
         self.report = _Report(report_path)
         self.errors: list[ServerFailure] = []
         # Neither the grading job (where its events go) nor the warm process's socket.
@@ -190,6 +194,16 @@ class _Served:
             time.sleep(0.01)
         if code is not None:
             raise ServerFailure(Explanation("crashed", crashed_message(code)))
+
+    def printed(self) -> str:
+        """The end of what the app printed (at most MAX_TEXT characters' worth)."""
+        try:
+            with open(self.printed_path, "rb") as file:
+                file.seek(0, os.SEEK_END)
+                file.seek(max(0, file.tell() - MAX_TEXT))
+                return file.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         self.process.kill()
@@ -254,5 +268,10 @@ def client(step: Step, source: Path) -> Iterator[Any]:
         with Client(
             base_url=f"http://127.0.0.1:{port}", follow_redirects=True, timeout=None
         ) as http:
-            yield http
+            try:
+                yield http
+            finally:
+                # Printed here, it is captured with the test, as the app's prints are when
+                # the app runs in the grading child.
+                sys.stdout.write(served.printed())
         served.check()

@@ -99,6 +99,26 @@ def test_a_handler_that_loops_forever_costs_only_its_tests(tmp_path: Path, sandb
     assert all(r.score == 0 for r in records.values() if r.test != "test_health_returns_ok")
 
 
+@MODES
+def test_what_the_app_printed_comes_with_its_failure(tmp_path: Path, sandboxed: bool) -> None:
+    folder = broken_copy(
+        tmp_path,
+        lambda text: text.replace(
+            "    words = [", "    print('analyzing', repr(document.text))\n    words = ["
+        ).replace("characters=len(document.text),", "characters=len(document.text) + 1,"),
+    )
+    settings = Settings(source=lambda step: folder, sandboxed=sandboxed, **FAST)
+    records = {r.test: r for r in grade_step(STEP, settings)}
+    health, counted = (
+        records["test_health_returns_ok"],
+        records["test_analyze_counts_characters_and_words"],
+    )
+    assert health.passed and health.output == "", health.output  # /health prints nothing
+    assert not counted.passed
+    # What this test's requests printed, and no other test's (each gets a fresh app).
+    assert counted.output.splitlines() == ["analyzing 'Hello,  brave new world!'"], counted.output
+
+
 def _slow_the_first_times(runs: int):  # type: ignore[no-untyped-def]
     """An edit: the first `runs` grading children see /analyze run out of time (as a
     correct solution on a busy machine can); each child counts itself in a file."""
