@@ -1,12 +1,15 @@
 """The submission's side of an instructor's tests over HTTP: serve the step's app.
 
-    python -m autograder.appserver STEP SOURCE REPORT [--import-only]
+    python -m autograder.appserver STEP SOURCE REPORT [--import-only] [--settings JSON]
 
 In an instructor's run (`--source-root`), a step's tests that talk to the app only
 through `client` run in a grading process that never imports the submission (see
 `autograder.remote`). For each such test, that process starts this one, which puts
 SOURCE first on `sys.path`, imports the step's modules as a grading child would, and
-serves the app with uvicorn on a free loopback port, its lifespan run.
+serves the app with uvicorn on a free loopback port, its lifespan run. With
+`--settings '["MODULE", {VALUES}]'` (the grader's, from the course's test file), the app's
+dependency MODULE.get_settings answers MODULE.Settings(**VALUES), as the grader's
+`app_url` fixture sets it in a grading child.
 
 It tells the grader what happens by appending one JSON object a line to REPORT:
 `{"imported": true}` once the modules are imported (with `--import-only` it then ends),
@@ -31,6 +34,14 @@ from typing import Any
 from autograder.catalog import load_catalog
 from autograder.messages import explain_import_failure, explain_test_failure, missing_app
 from autograder.server_errors import note_server_errors
+
+
+def use_settings(app: Any, module_name: str, values: dict[str, Any]) -> None:
+    """Make the app's `module_name.get_settings` answer `module_name.Settings(**values)`
+    (the grader's `app_url`, in a grading child and here alike)."""
+    module = importlib.import_module(module_name)
+    configured = module.Settings(**values)
+    app.dependency_overrides[module.get_settings] = lambda: configured
 
 
 def main(arguments: list[str]) -> int:
@@ -73,6 +84,13 @@ def main(arguments: list[str]) -> int:
     if app is None:
         tell(server_error={"outcome": "failed", "message": missing_app(module_name, attribute)})
         return 0
+    if "--settings" in options:
+        settings_module, values = json.loads(options[options.index("--settings") + 1])
+        try:
+            use_settings(app, settings_module, values)
+        except Exception as exc:  # the learner's Settings: told as a grading child tells it
+            server_error(exc)
+            return 0
 
     async def served(scope: Any, receive: Any, send: Any) -> None:
         # What escapes the app: a lifespan's failure (the test client would raise it into

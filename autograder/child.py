@@ -7,7 +7,8 @@ job in the environment variable `AUTOGRADER_CHILD`. This plugin then
    `import_error` (so the parent can time the import and stop a hanging one);
 2. runs the selected tests, writing `start` before each one and `result` after it, so
    the parent knows which test was running if the process hangs or dies;
-3. offers the fixtures the graded tests use: `exercise`, `app`, `client`, `live_server`.
+3. offers the fixtures the graded tests use: `exercise`, `app`, `client`, `live_server`,
+   `app_url`.
 
 A remote job (an instructor's run of the tests that use only `client`, see
 `autograder.remote`) does none of 1: its `client` talks HTTP to the app served in a
@@ -82,6 +83,7 @@ class ChildPlugin:
         self._server_errors: list[BaseException] = []  # what the app raised, this test
         self._environment = dict(os.environ)  # to name what a test changed
         self._not_learner_modules: dict[str, Any] = {}  # see forget_learner_modules
+        self._remote_served: Any = None  # remote.serving's, while a test's app_url runs
 
     # -- events ---------------------------------------------------------------------
 
@@ -245,6 +247,8 @@ class ChildPlugin:
             reported = getattr(call.excinfo.value, "explanation", None)
             if self.job.remote and isinstance(reported, Explanation):  # remote.ServerFailure
                 explanation = reported
+            elif self._remote_served is not None:  # app_url's app, in a process of its own
+                explanation = self._remote_served.explain(call.excinfo.value)
             else:
                 explanation = explain_test_failure(
                     call.excinfo.value, self.source, self.step.given, list(self._server_errors)
@@ -310,12 +314,51 @@ class ChildPlugin:
             yield test_client
 
     @pytest.fixture
+    def app_url(self, request: pytest.FixtureRequest) -> Iterator[str]:
+        """The step's app, fresh, under a real uvicorn server on loopback: its base URL.
+
+        A test file that sets `APP_SETTINGS = (MODULE, VALUES)` has the app's
+        MODULE.get_settings answer MODULE.Settings(**VALUES). In a remote job the app is
+        served by a process of its own (`autograder.remote.serving`), set up the same way.
+        """
+        settings = _app_settings(request.module)
+        if self.job.remote:
+            from autograder import remote
+
+            with remote.serving(self.step, self.source, settings) as served:
+                self._remote_served = served
+                try:
+                    yield served.url
+                finally:
+                    self._remote_served = None
+            return
+        from autograder.appserver import use_settings
+        from coursekit.server import serve_in_thread
+
+        app = request.getfixturevalue("app")
+        if settings:
+            use_settings(app, *settings)
+        with serve_in_thread(app, timeout_graceful_shutdown=1) as base_url:
+            yield base_url
+
+    @pytest.fixture
     def live_server(self, app: Any) -> Iterator[str]:
         """The app under a real uvicorn server on a free loopback port: its base URL."""
         from coursekit.server import serve_in_thread
 
         with serve_in_thread(app, timeout_graceful_shutdown=1) as base_url:
             yield base_url
+
+
+def _app_settings(module: ModuleType | None) -> tuple[str, dict[str, Any]] | None:
+    """A test file's `APP_SETTINGS = (MODULE, VALUES)`, checked, or None without one."""
+    settings = getattr(module, "APP_SETTINGS", None)
+    if settings is None:
+        return None
+    name, values = settings
+    if not isinstance(name, str) or not isinstance(values, dict):
+        raise TypeError("APP_SETTINGS must be (module name, {field: value})")
+    return name, values
 
 
 def _canary_test() -> None:

@@ -78,6 +78,14 @@ def explain_test_failure(
     return explanation
 
 
+def caused_by(cause: Explanation, seen: str) -> Explanation:
+    """A failed expectation told with its cause: the app's own exception comes first,
+    then what the test saw of it (an "answered 500")."""
+    return Explanation(
+        cause.outcome, f"{cause.message} The test saw: {seen}", cause.symptom or cause.message
+    )
+
+
 def ran_out_of_time(exc: BaseException) -> bool:
     """Whether a wait ran out anywhere in `exc`, its causes or the group it is in."""
     seen: set[int] = set()
@@ -115,12 +123,7 @@ def _explain(
         for server_error in server_errors:
             cause = explain_test_failure(server_error, source, given)
             if not cause.message.startswith("The test stopped on"):
-                # The app's own exception is the cause; what the client saw follows.
-                return Explanation(
-                    cause.outcome,
-                    f"{cause.message} The test saw: {text}",
-                    cause.symptom or cause.message,
-                )
+                return caused_by(cause, text)
         return Explanation("failed", text, getattr(exc, "symptom", ""))
     frame = _learner_frame(exc.__traceback__, source)
     where = f"{show_path(frame.filename)}, line {frame.lineno}, in {frame.name}()" if frame else ""

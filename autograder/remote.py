@@ -1,24 +1,30 @@
 """An instructor's tests over HTTP: the submission's app in a process of its own.
 
 In an instructor's run (`--source-root`) of a step marked `over_http` in course.toml,
-the graded tests that reach the app only through the `client` fixture run in a grading
-child that never imports the submission's code: nothing the submission does can change
-how those tests run or what their results say. For each test, that child starts the
-step's app in another process (`autograder.appserver`: sandboxed like any child of such
-a run, killed when the test ends, and what it started with the run at the latest) and
-gives the test an httpx
-client on it, which behaves as the test client does where a test can tell:
+the graded tests that reach the app only over HTTP (through the grader's `client` or
+`app_url` fixture) run in a grading child that never imports the submission's code:
+nothing the submission does can change how those tests run or what their results say.
+For each test, that child starts the step's app in another process
+(`autograder.appserver`: sandboxed like any child of such a run, killed when the test
+ends, and what it started with the run at the latest).
+
+`client` is an httpx client on it, which behaves as the test client does where a test
+can tell:
 - it follows redirects, and waits as long as the grader's per-test limit allows;
 - an exception the app raises fails the test with the grader's explanation of it,
-  raised where the request was made, as the test client re-raises it;
-- a module that cannot be imported, or an app whose start-up fails, is reported as in
-  a grading child.
-- what the app printed comes with the test's result, as what a grading child captured
-  does.
+  raised where the request was made, as the test client re-raises it.
 
-The steps so marked are those whose `client` tests behave the same under a real server
-(no work after the response, no streams): the course's checks grade every known-wrong
-and known-right implementation of those steps this way too.
+`app_url` is its base URL, as under the real server a grading child starts: an exception
+of the app is a 500 to the test, and the cause a failure is told with. The test file's
+`APP_SETTINGS` (the settings `get_settings` answers) are set in the app's process.
+
+Either way, a module that cannot be imported, or an app whose start-up fails, is
+reported as in a grading child, and what the app printed comes with the test's result.
+
+The steps so marked are those whose such tests behave the same under a real server (no
+work after the response; a stream only where the test reads it over a real server in
+both modes): the course's checks grade every known-wrong and known-right implementation
+of those steps this way too.
 """
 
 from __future__ import annotations
@@ -32,23 +38,30 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from autograder.catalog import Step
 from autograder.child import ENV_VAR as CHILD_ENV_VAR
-from autograder.messages import Explanation, crashed_message
+from autograder.messages import Explanation, caused_by, crashed_message, explain_test_failure
 from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
 
-GRADERS_FIXTURES = frozenset({"client", "app", "exercise"})
+GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url"})
+# The grader's fixtures a remote job serves over HTTP (see `autograder.child`).
+OVER_HTTP_FIXTURES = frozenset({"client", "app_url"})
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
 
 
 @functools.cache
 def http_only_tests(step: Step) -> frozenset[str]:
-    """The step's graded tests whose only fixture is `client` (read from the course's
-    own test files, never the submission's)."""
+    """The step's graded tests that reach the app only over HTTP (read from the course's
+    own test files, never the submission's).
+
+    A test qualifies when each of its fixtures is `client` or `app_url`, or a fixture of
+    its own file whose fixtures qualify in turn (step 10's `served` wraps `app_url`).
+    """
     if not step.over_http:
         return frozenset()
 
@@ -58,6 +71,18 @@ def http_only_tests(step: Step) -> frozenset[str]:
 
     def defines_a_graders_fixture(nodes: list[ast.FunctionDef | ast.AsyncFunctionDef]) -> bool:
         return any(node.name in GRADERS_FIXTURES for node in nodes)
+
+    def parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str] | None:
+        arguments = node.args
+        if arguments.kwonlyargs or arguments.vararg or arguments.kwarg:
+            return None
+        return [argument.arg for argument in arguments.posonlyargs + arguments.args]
+
+    def is_fixture(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+        def plain(decorator: ast.expr) -> bool:  # @pytest.fixture, without arguments
+            return isinstance(decorator, ast.Attribute) and decorator.attr == "fixture"
+
+        return len(node.decorator_list) == 1 and plain(node.decorator_list[0])
 
     # The grader's `client` is built on its `app`, on its `exercise`: a file (or the
     # step's conftest.py) that defines one of them configures the app in-process.
@@ -69,12 +94,26 @@ def http_only_tests(step: Step) -> frozenset[str]:
         nodes = functions(file)
         if defines_a_graders_fixture(nodes):
             continue
+        # Fixtures of this file that reach the app only over HTTP, to a fixed point.
+        remote = set(OVER_HTTP_FIXTURES)
+        fixtures = {node.name: parameters(node) for node in nodes if is_fixture(node)}
+        while True:
+            more = {
+                name
+                for name, names in fixtures.items()
+                if name not in remote and names is not None and set(names) <= remote
+            }
+            if not more:
+                break
+            remote |= more
+        # A test may be wrapped by a function of its own file (step 10's `graded`, which
+        # keeps the signature): a mark, such as parametrize, adds what the test is given.
+        wrappers = {node.name for node in nodes if not is_fixture(node)}
         for node in nodes:
-            if not node.decorator_list:
-                arguments = node.args
-                names = [argument.arg for argument in arguments.posonlyargs + arguments.args]
-                if names == ["client"] and not arguments.kwonlyargs:
-                    found.add(node.name)
+            names = parameters(node)
+            wrapped = all(isinstance(d, ast.Name) and d.id in wrappers for d in node.decorator_list)
+            if names and set(names) <= remote and wrapped and node.name.startswith("test_"):
+                found.add(node.name)
     return frozenset(found & {test.name for test in step.tests})
 
 
@@ -135,6 +174,8 @@ class _Served:
         self.printed_path = scratch / "printed.txt"  # the app's sys.stdout (appserver)
         self.report = _Report(report_path)
         self.errors: list[ServerFailure] = []
+        self.source, self.given = source, step.given
+        self.url = ""  # once it serves
         # Neither the grading job (where its events go) nor the warm process's socket.
         env = {
             name: value
@@ -204,6 +245,23 @@ class _Served:
                 return file.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
+
+    def explain(self, exc: BaseException) -> Explanation:
+        """Why a test on this app failed with `exc` (the grader's `app_url`): the app's
+        process stopped, or the app raised (its exception told first, then what the test
+        saw of it, as a grading child tells an app's exception under a real server)."""
+        own = explain_test_failure(exc, self.source, self.given)
+        for message in self.report.read():
+            if "server_error" in message:
+                self.errors.append(_failure(message["server_error"]))
+        try:
+            self.check_alive()
+        except ServerFailure as stopped:
+            return stopped.explanation
+        if self.errors and own.outcome == "failed":
+            cause = self.errors[0].explanation
+            return replace(caused_by(cause, own.message), waited=own.waited or cause.waited)
+        return own
 
     def stop(self) -> None:
         self.process.kill()
@@ -275,3 +333,26 @@ def client(step: Step, source: Path) -> Iterator[Any]:
                 # the app runs in the grading child.
                 sys.stdout.write(served.printed())
         served.check()
+
+
+@contextlib.contextmanager
+def serving(
+    step: Step, source: Path, settings: tuple[str, dict[str, Any]] | None
+) -> Iterator[_Served]:
+    """A fresh process serving the step's app under a real server, for one test: the
+    grader's `app_url` in a remote job. With `settings`, (MODULE, VALUES), the app's
+    MODULE.get_settings answers MODULE.Settings(**VALUES) there.
+
+    As under a real server in a grading child, an exception of the app is a 500 to the
+    test, not an error raised into it; `_Served.explain` tells it as a failure's cause.
+    """
+    options = ("--settings", json.dumps(list(settings))) if settings else ()
+    with _served(step, source, *options) as served:
+        try:
+            served.url = f"http://127.0.0.1:{served.wait_listening()}"
+        except ImportProblem as problem:  # the probe passed: an import that is not stable
+            raise ServerFailure(Explanation("error", str(problem))) from None
+        try:
+            yield served
+        finally:
+            sys.stdout.write(served.printed())  # captured with the test, as in `client`

@@ -106,8 +106,9 @@ SERVER_MODULES = (
 def warm(name: str) -> None:
     """Import module `name` and what it implies; never raise (a child imports it anyway).
 
-    After `coursekit.server`, a real server's modules; after `coursekit.models`, the
-    course's models are parsed (and built first, by this process only, if missing).
+    After `coursekit.server`, a real server's modules; after `coursekit.models` (or
+    `coursekit.embeddings`, which uses it), the course's models are parsed (and built
+    first, by this process only, if missing).
     """
     if name in sys.modules and name not in IMPLIES:
         return
@@ -123,11 +124,13 @@ def warm(name: str) -> None:
         for server_module in SERVER_MODULES:
             with contextlib.suppress(Exception):
                 importlib.import_module(server_module)
-    if name == "coursekit.models" and not _models_parsed:
+    if name in MODEL_USERS and not _models_parsed:
         _parse_models()
 
 
-IMPLIES = ("pytest", "coursekit.server", "coursekit.models")
+# What loads the course's models: coursekit.embeddings loads the embedder on first use.
+MODEL_USERS = ("coursekit.models", "coursekit.embeddings")
+IMPLIES = ("pytest", "coursekit.server", *MODEL_USERS)
 _models_parsed = False
 
 

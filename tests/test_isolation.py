@@ -119,6 +119,45 @@ def test_what_the_app_printed_comes_with_its_failure(tmp_path: Path, sandboxed: 
     assert counted.output.splitlines() == ["analyzing 'Hello,  brave new world!'"], counted.output
 
 
+OPENAI_STEP = load_catalog().step("10")
+
+
+def test_tests_on_a_fixture_built_on_app_url_run_over_http() -> None:
+    over = http_only_tests(OPENAI_STEP)
+    assert "test_the_stream_wire_format" in over  # `served`: the grader's app_url
+    # The tests that swap the app's models or settings in-process (`served_here`) stay.
+    assert "test_chunks_are_sent_as_the_model_makes_them" not in over
+    assert "test_a_missing_or_wrong_key_is_a_401_in_openais_shape" not in over
+
+
+@MODES
+def test_under_app_url_the_apps_exception_is_told_as_the_cause(
+    tmp_path: Path, sandboxed: bool
+) -> None:
+    folder = tmp_path / OPENAI_STEP.slug
+    shutil.copytree(OPENAI_STEP.solution_dir, folder)
+    module = folder / "app.py"
+    text = module.read_text(encoding="utf-8")
+    route = "def embeddings(batch: EmbeddingRequest, registry: RegistryDep, _: KeyDep)"
+    route += " -> EmbeddingList:\n"
+    assert route in text
+    module.write_text(
+        text.replace(route, route + "    raise RuntimeError('boom')\n"), encoding="utf-8"
+    )
+    only = {"test_embeddings_match_the_embedder_in_both_formats", "test_usage_adds_up"}
+    settings = Settings(
+        source=lambda step: folder, select=lambda step, test: test in only, sandboxed=sandboxed
+    )
+    records = {r.test: r for r in grade_step(OPENAI_STEP, settings)}
+    assert records["test_usage_adds_up"].passed, records["test_usage_adds_up"].message
+    failed = records["test_embeddings_match_the_embedder_in_both_formats"]
+    line = text[: text.index(route)].count("\n") + 2
+    # As in a grading child: the app's exception first, then what the test saw of it.
+    cause = f"Your code raised RuntimeError: boom at {module}, line {line}, in embeddings()."
+    assert failed.message.startswith(cause), failed.message
+    assert "The test saw:" in failed.message and "500" in failed.message, failed.message
+
+
 def _slow_the_first_times(runs: int):  # type: ignore[no-untyped-def]
     """An edit: the first `runs` grading children see /analyze run out of time (as a
     correct solution on a busy machine can); each child counts itself in a file."""

@@ -1,8 +1,9 @@
 """Graded tests for step 10. Read them: they are the exact contract of the exercise.
 
 Run them with `pytest exercises/10_openai_api`. Points and hints live in course.toml.
-Your app runs once, under a real uvicorn server on loopback, for every test of this file
-(the server is shared, so it starts once). Most tests talk to it with the official
+Your app runs under a real uvicorn server on loopback: a fresh one for each test that only
+talks to it (`served`, the grader's `app_url`), one shared by the tests that swap its models
+(`served_here`). Most tests talk to it with the official
 `openai` client, its strict response validation on: a field missing or of the wrong type
 in your answer raises in the client, as it would in any application that uses it. Some
 read the raw HTTP, for the parts of the wire format the client forgives. Tests that need
@@ -16,12 +17,14 @@ from __future__ import annotations
 import base64
 import functools
 import importlib
+import importlib.util
 import json
 import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -35,6 +38,9 @@ from coursekit.llm import GatedLM, count_tokens, get_model, prompt_tokens
 from coursekit.server import ThreadedServer
 
 KEY = "key-step-10"
+# The settings your app gets in every test: service.get_settings answers
+# service.Settings(api_key=KEY). (The grader's `app_url` fixture reads this.)
+APP_SETTINGS = ("service", {"api_key": KEY})
 CHAT = "coursekit-tinylm"
 EMBEDDER = "coursekit-embedder"
 READ_TIMEOUT = 10.0  # seconds the client waits for an answer (a correct one takes far less)
@@ -61,6 +67,7 @@ class Served:
     app: Any
     base_url: str
     http: httpx2.Client
+    service: Any = None  # the service.py the app was imported with (its registry, settings)
 
     def client(self, key: str = KEY, strict: bool = True) -> openai.OpenAI:
         """The official client on your server (no retries: one request per call)."""
@@ -75,7 +82,7 @@ class Served:
 
     def use_models(self, *, chat: dict[str, Any], embedders: dict[str, Any] | None = None) -> None:
         """Serve these models instead of the course's (until the test ends)."""
-        service = sys.modules["service"]
+        service = self.service
         registry = service.Registry(
             chat=chat, embedders=embedders or {}, created=1_700_000_000, owned_by="the-tests"
         )
@@ -91,7 +98,7 @@ def server() -> Iterator[Served]:
     module = importlib.import_module("app")
     app = module.app
     service = sys.modules["service"]
-    settings = service.Settings(api_key=KEY)
+    settings = service.Settings(**APP_SETTINGS[1])
     app.dependency_overrides[service.get_settings] = lambda: settings
     running = ThreadedServer(app, timeout_graceful_shutdown=1)
     try:
@@ -101,17 +108,36 @@ def server() -> Iterator[Served]:
             "Your app did not start under uvicorn: check app.py imports and the lifespan."
         ) from None
     with httpx2.Client(base_url=base_url, timeout=READ_TIMEOUT) as http:
-        yield Served(app, base_url, http)
+        yield Served(app, base_url, http, service)
     running.stop(wait=False)
 
 
 @pytest.fixture
-def served(server: Served) -> Iterator[Served]:
-    """The shared server, with the course's models again after each test."""
+def served(app_url: str) -> Iterator[Served]:
+    """Your app, fresh, under a uvicorn server of this test's own (the grader's `app_url`):
+    only its HTTP side, so `app` is None and `use_models` is not for these tests."""
+    with httpx2.Client(base_url=app_url, timeout=READ_TIMEOUT) as http:
+        yield Served(None, app_url, http)
+
+
+@pytest.fixture
+def served_here(server: Served) -> Iterator[Served]:
+    """The shared server in this process, to swap models; the course's again after each test."""
     settings_override = server.app.dependency_overrides.copy()
     yield server
     server.app.dependency_overrides.clear()
     server.app.dependency_overrides.update(settings_override)
+
+
+@functools.cache
+def given_schemas() -> Any:
+    """This folder's openai_schemas.py (given: the same as yours), for its limits."""
+    path = Path(__file__).with_name("openai_schemas.py")
+    spec = importlib.util.spec_from_file_location("given_openai_schemas_10", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def expected_reply(messages: list[dict[str, Any]], **options: Any) -> Any:
@@ -506,12 +532,12 @@ def test_streamed_tool_calls_reassemble_in_the_client(served: Served) -> None:
 
 
 @graded
-def test_chunks_are_sent_as_the_model_makes_them(served: Served) -> None:
+def test_chunks_are_sent_as_the_model_makes_them(served_here: Served) -> None:
     gated = GatedLM(timeout=GATE_TIMEOUT)
-    served.use_models(chat={CHAT: gated})
+    served_here.use_models(chat={CHAT: gated})
     body = {"model": CHAT, "messages": QUESTION, "max_completion_tokens": 6, "stream": True}
     first_token = expected_reply(QUESTION, max_tokens=6).tokens[0]
-    with served.http.stream(
+    with served_here.http.stream(
         "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
     ) as response:
         expect_status(response, 200)
@@ -540,10 +566,10 @@ def test_chunks_are_sent_as_the_model_makes_them(served: Served) -> None:
 
 
 @graded
-def test_a_client_that_goes_away_stops_generation(served: Served) -> None:
+def test_a_client_that_goes_away_stops_generation(served_here: Served) -> None:
     gated = GatedLM(timeout=GATE_TIMEOUT)
-    served.use_models(chat={CHAT: gated})
-    stream = served.client().chat.completions.create(
+    served_here.use_models(chat={CHAT: gated})
+    stream = served_here.client().chat.completions.create(
         model=CHAT, messages=QUESTION, max_completion_tokens=50, stream=True
     )
     for chunk in stream:
@@ -583,8 +609,8 @@ def test_an_invalid_body_is_a_400_in_openais_shape(served: Served) -> None:
 
 
 @graded
-def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served: Served) -> None:
-    served.client().models.list()  # the right key works
+def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served_here: Served) -> None:
+    served_here.client().models.list()  # the right key works
     checks = [
         ("GET /v1/models", lambda c: c.models.list()),
         ("a completion", lambda c: c.chat.completions.create(model=CHAT, messages=QUESTION)),
@@ -600,22 +626,22 @@ def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served: Served) -> Non
     for what, call in checks:
         error = expect_raises(
             openai.AuthenticationError,
-            lambda call=call: call(served.client("wrong")),
+            lambda call=call: call(served_here.client("wrong")),
             f"{what} with a wrong key",
         )
         detail = expect_openai_error(error, 401, f"{what} with a wrong key")
         expect_equal(detail["code"], "invalid_api_key", "the 401's code")
-    response = served.http.get("/v1/models")
+    response = served_here.http.get("/v1/models")
     expect_status(response, 401)
     expect_exact_keys(
         json_of(response, "the 401"), ["error"], "the 401 for no Authorization header"
     )
     # A server started without COMPAT_API_KEY lets no one in, whatever they send.
-    service = sys.modules["service"]
+    service = served_here.service
     no_key = service.Settings(api_key=None)
-    served.app.dependency_overrides[service.get_settings] = lambda: no_key
+    served_here.app.dependency_overrides[service.get_settings] = lambda: no_key
     for headers in ({}, {"Authorization": "Bearer nothing"}, {"Authorization": f"Bearer {KEY}"}):
-        response = served.http.get("/v1/models", headers=headers)
+        response = served_here.http.get("/v1/models", headers=headers)
         if response.status_code != 401:
             raise AssertionError(
                 "With no API key configured (settings.api_key is None), GET /v1/models with "
@@ -624,14 +650,14 @@ def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served: Served) -> Non
 
 
 @graded
-def test_an_unknown_model_is_a_404_in_openais_shape(served: Served) -> None:
-    served.use_models(chat={"tiny-a": get_model()}, embedders={"emb-a": embed})
-    client = served.client()
+def test_an_unknown_model_is_a_404_in_openais_shape(served_here: Served) -> None:
+    served_here.use_models(chat={"tiny-a": get_model()}, embedders={"emb-a": embed})
+    client = served_here.client()
     answer = create(
         client, "a known model", model="tiny-a", messages=QUESTION, max_completion_tokens=2
     )
     expect_equal(answer.model, "tiny-a", "model in the answer (the id the request named)")
-    _, events = raw_stream(served, {"model": "tiny-a", "messages": QUESTION, "max_tokens": 2})
+    _, events = raw_stream(served_here, {"model": "tiny-a", "messages": QUESTION, "max_tokens": 2})
     models = {chunk.get("model") for chunk in chunks_of(events, "a stream of tiny-a")}
     expect_equal(models, {"tiny-a"}, "model in the chunks (the id the request named)")
     vectors = client.embeddings.create(model="emb-a", input="hi", encoding_format="float")
@@ -656,7 +682,7 @@ def test_an_unknown_model_is_a_404_in_openais_shape(served: Served) -> None:
 
 @graded
 def test_bodies_messages_and_tokens_are_bounded(served: Served) -> None:
-    schemas = sys.modules["openai_schemas"]
+    schemas = given_schemas()
     too_many = [{"role": "user", "content": "hi"}] * (schemas.MAX_MESSAGES + 1)
     too_long = [{"role": "user", "content": "a" * (schemas.MAX_CONTENT_CHARS + 1)}]
     cases = [
@@ -690,12 +716,12 @@ def test_bodies_messages_and_tokens_are_bounded(served: Served) -> None:
 
 
 @graded
-def test_models_lists_every_model_of_the_registry(served: Served) -> None:
-    served.use_models(
+def test_models_lists_every_model_of_the_registry(served_here: Served) -> None:
+    served_here.use_models(
         chat={"tiny-a": get_model(), "tiny-b": get_model()}, embedders={"emb-a": embed}
     )
     try:
-        page = served.client().models.list()
+        page = served_here.client().models.list()
     except openai.APIResponseValidationError as error:
         raise AssertionError(
             f"The client's strict validation refused GET /v1/models: {shown(error.body)}."
