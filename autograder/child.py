@@ -317,11 +317,12 @@ class ChildPlugin:
     def app_url(self, request: pytest.FixtureRequest) -> Iterator[str]:
         """The step's app, fresh, under a real uvicorn server on loopback: its base URL.
 
-        A test file that sets `APP_SETTINGS = (MODULE, VALUES)` has the app's
-        MODULE.get_settings answer MODULE.Settings(**VALUES). In a remote job the app is
-        served by a process of its own (`autograder.remote.serving`), set up the same way.
+        Where the test file has a fixture `app_settings` giving `(MODULE, VALUES)`, the
+        app's MODULE.get_settings answers MODULE.Settings(**VALUES). In a remote job the
+        app is served by a process of its own (`autograder.remote.serving`), set up the
+        same way.
         """
-        settings = _app_settings(request.module)
+        settings = _app_settings(request)
         if self.job.remote:
             from autograder import remote
 
@@ -350,14 +351,15 @@ class ChildPlugin:
             yield base_url
 
 
-def _app_settings(module: ModuleType | None) -> tuple[str, dict[str, Any]] | None:
-    """A test file's `APP_SETTINGS = (MODULE, VALUES)`, checked, or None without one."""
-    settings = getattr(module, "APP_SETTINGS", None)
-    if settings is None:
+def _app_settings(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]] | None:
+    """The test file's `app_settings` fixture's `(MODULE, VALUES)`, checked; None without."""
+    try:
+        settings = request.getfixturevalue("app_settings")
+    except pytest.FixtureLookupError:
         return None
     name, values = settings
     if not isinstance(name, str) or not isinstance(values, dict):
-        raise TypeError("APP_SETTINGS must be (module name, {field: value})")
+        raise TypeError("app_settings must give (module name, {field: value})")
     return name, values
 
 

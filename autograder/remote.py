@@ -16,7 +16,7 @@ can tell:
 
 `app_url` is its base URL, as under the real server a grading child starts: an exception
 of the app is a 500 to the test, and the cause a failure is told with. The test file's
-`APP_SETTINGS` (the settings `get_settings` answers) are set in the app's process.
+`app_settings` fixture (the settings `get_settings` answers) is applied in the app's process.
 
 Either way, a module that cannot be imported, or an app whose start-up fails, is
 reported as in a grading child, and what the app printed comes with the test's result.
@@ -48,8 +48,10 @@ from autograder.messages import Explanation, caused_by, crashed_message, explain
 from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
 
 GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url"})
-# The grader's fixtures a remote job serves over HTTP (see `autograder.child`).
-OVER_HTTP_FIXTURES = frozenset({"client", "app_url"})
+# The grader's fixtures a remote job serves over HTTP (see `autograder.child`), and
+# pytest's own that a test may take beside them (a scratch folder is the grader's side).
+OVER_HTTP_FIXTURES = frozenset({"client", "app_url", "tmp_path"})
+SETTINGS_FIXTURE = "app_settings"  # a test file's, read by `app_url`
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
 
@@ -59,8 +61,9 @@ def http_only_tests(step: Step) -> frozenset[str]:
     """The step's graded tests that reach the app only over HTTP (read from the course's
     own test files, never the submission's).
 
-    A test qualifies when each of its fixtures is `client` or `app_url`, or a fixture of
-    its own file whose fixtures qualify in turn (step 10's `served` wraps `app_url`).
+    A test qualifies when each of its fixtures is `client`, `app_url` or `tmp_path`, or a
+    fixture of its own file whose fixtures qualify in turn (step 10's `served` wraps
+    `app_url`). A file whose `app_settings` does not qualify has no such test.
     """
     if not step.over_http:
         return frozenset()
@@ -78,25 +81,35 @@ def http_only_tests(step: Step) -> frozenset[str]:
             return None
         return [argument.arg for argument in arguments.posonlyargs + arguments.args]
 
+    def fixture_decorator(node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.expr | None:
+        for decorator in node.decorator_list:
+            target = decorator.func if isinstance(decorator, ast.Call) else decorator
+            if isinstance(target, ast.Attribute | ast.Name) and "fixture" in ast.unparse(target):
+                return decorator
+        return None
+
     def is_fixture(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-        def plain(decorator: ast.expr) -> bool:  # @pytest.fixture, without arguments
-            return isinstance(decorator, ast.Attribute) and decorator.attr == "fixture"
+        return fixture_decorator(node) is not None
 
-        return len(node.decorator_list) == 1 and plain(node.decorator_list[0])
+    def plain_fixture(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+        # @pytest.fixture alone: a scope or autouse would change when and where it runs.
+        return len(node.decorator_list) == 1 and isinstance(fixture_decorator(node), ast.Attribute)
 
-    # The grader's `client` is built on its `app`, on its `exercise`: a file (or the
-    # step's conftest.py) that defines one of them configures the app in-process.
+    # The grader's `client` is built on its `app`, on its `exercise`: a conftest.py that
+    # defines one of them configures the app in-process for every file of the step.
     conftest = step.exercise_dir / "conftest.py"
     if conftest.exists() and defines_a_graders_fixture(functions(conftest)):
         return frozenset()
     found = set()
     for file in sorted(step.exercise_dir.glob("test_*.py")):
         nodes = functions(file)
-        if defines_a_graders_fixture(nodes):
-            continue
-        # Fixtures of this file that reach the app only over HTTP, to a fixed point.
-        remote = set(OVER_HTTP_FIXTURES)
-        fixtures = {node.name: parameters(node) for node in nodes if is_fixture(node)}
+        declared = [node for node in nodes if is_fixture(node)]
+        if any("autouse" in ast.unparse(fixture_decorator(node) or node) for node in declared):
+            continue  # an autouse fixture would run in the grader's process for every test
+        fixtures = {node.name: parameters(node) for node in declared if plain_fixture(node)}
+        # Fixtures of this file that reach the app only over HTTP, to a fixed point. One
+        # that takes a grader's fixture's name (step 05's `client`) stands for it here.
+        remote = set(OVER_HTTP_FIXTURES) - {node.name for node in declared}
         while True:
             more = {
                 name
@@ -106,6 +119,8 @@ def http_only_tests(step: Step) -> frozenset[str]:
             if not more:
                 break
             remote |= more
+        if SETTINGS_FIXTURE in fixtures and SETTINGS_FIXTURE not in remote:
+            continue  # app_url would read, in the grader's process, what needs the app's
         # A test may be wrapped by a function of its own file (step 10's `graded`, which
         # keeps the signature): a mark, such as parametrize, adds what the test is given.
         wrappers = {node.name for node in nodes if not is_fixture(node)}

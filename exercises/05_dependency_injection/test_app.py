@@ -2,10 +2,12 @@
 
 Run them with `pytest exercises/05_dependency_injection`. Points and hints live in
 course.toml; the fixtures come from the grader: `exercise("app")` imports your app.py
-afresh for each test, and with it your deps.py, routes.py and prediction_log.py. Most
-tests swap your `get_settings` (deps.py) for test settings (known API keys, a database
-file of their own) with `app.dependency_overrides`, exactly as the lesson does: so
-`get_settings` must be the function your routes depend on.
+afresh for each test, and with it your deps.py, routes.py and prediction_log.py;
+`app_url` serves that app under a real uvicorn server. Most tests swap your
+`get_settings` (deps.py) for test settings (known API keys, a database file of their
+own) with `app.dependency_overrides`, exactly as the lesson does: so `get_settings` must
+be the function your routes depend on. `client` talks to your app over HTTP; the tests
+that reach into it (another model, a counted load) use `service` and `service_client`.
 
 Errors come in step 04's error body, {"error": {"code": ..., "message": ..., "details": [...]}}:
 its handlers are given (errors.py), so an HTTPException you raise is answered in it.
@@ -20,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
+import httpx2
 import numpy as np
 import pytest
 from fastapi import Depends, HTTPException
@@ -35,6 +38,7 @@ REFERENCE: dict[str, LoadedModel] = {name: load_model(name) for name in ("ticket
 EMBEDDER = load_model("embedder")
 
 KEY = "test-key-7f3a9c"
+DATABASE = "predictions.sqlite3"  # in each test's own folder
 OTHER_KEY = "rotated-key-b21e04"
 TEXTS = ["My parcel never arrived", "I was charged twice this month", "The app crashes"]
 WINE = {
@@ -65,6 +69,23 @@ def deps_of(app_module: ModuleType) -> ModuleType:
     return deps
 
 
+def log_rows(database: Path) -> list[dict[str, Any]]:
+    """The prediction log as the database file holds it (committed rows only)."""
+    if not database.exists():
+        return []
+    with sqlite3.connect(database) as connection:
+        connection.row_factory = sqlite3.Row
+        tables = connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'predictions'"
+        ).fetchall()
+        if not tables:
+            return []
+        rows = connection.execute(
+            "SELECT id, model, input, output, latency_ms FROM predictions ORDER BY id"
+        ).fetchall()
+    return [dict(row) for row in rows]
+
+
 class Service:
     """Your app, freshly imported, with test settings in place of get_settings."""
 
@@ -76,29 +97,32 @@ class Service:
         self.app.dependency_overrides[self.deps.get_settings] = lambda: settings
 
     def log_rows(self) -> list[dict[str, Any]]:
-        """The prediction log as the database file holds it (committed rows only)."""
-        if not self.database.exists():
-            return []
-        with sqlite3.connect(self.database) as connection:
-            connection.row_factory = sqlite3.Row
-            tables = connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'predictions'"
-            ).fetchall()
-            if not tables:
-                return []
-            rows = connection.execute(
-                "SELECT id, model, input, output, latency_ms FROM predictions ORDER BY id"
-            ).fetchall()
-        return [dict(row) for row in rows]
+        return log_rows(self.database)
+
+
+@pytest.fixture
+def app_settings(tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """The test settings the grader's `app_url` gives your app: its get_settings (deps.py)
+    answers Settings(api_keys=[KEY], database_path=<this test's folder>/DATABASE)."""
+    return ("deps", {"api_keys": [KEY], "database_path": str(tmp_path / DATABASE)})
+
+
+@pytest.fixture
+def client(app_url: str) -> Iterator[httpx2.Client]:
+    """Your app, fresh, under a uvicorn server of this test's own, with `app_settings`."""
+    with httpx2.Client(base_url=app_url, timeout=None) as http:
+        yield http
 
 
 @pytest.fixture
 def service(exercise, tmp_path: Path) -> Service:
-    return Service(exercise("app"), tmp_path / "predictions.sqlite3", [KEY])
+    """For the tests that reach into your app: the same settings, in this process."""
+    return Service(exercise("app"), tmp_path / DATABASE, [KEY])
 
 
 @pytest.fixture
-def client(service: Service) -> Iterator[TestClient]:
+def service_client(service: Service) -> Iterator[TestClient]:
+    """A TestClient on `service`'s app, inside its lifespan."""
     with TestClient(service.app) as test_client:
         yield test_client
 
@@ -289,17 +313,19 @@ def test_the_registry_loads_each_model_once(service):
             )
 
 
-def test_an_overridden_model_is_the_one_used(service, client):
+def test_an_overridden_model_is_the_one_used(service, service_client):
     tickets, _ = fake_model("tickets", "account", 0.55)
     wine, _ = fake_model("wine", "class_2", 0.61)
     overrides = service.app.dependency_overrides
     overrides[service.deps.get_registry] = registry_of({"tickets": tickets, "wine": wine})
-    body = expect_json(client.post("/tickets/predict", json={"text": "I was charged twice"}))
+    body = expect_json(
+        service_client.post("/tickets/predict", json={"text": "I was charged twice"})
+    )
     expect_fields_of(body, {"label": "account", "confidence": 0.55}, "the fake ticket model")
-    body = expect_json(client.post("/wine/predict", json=WINE))
+    body = expect_json(service_client.post("/wine/predict", json=WINE))
     expect_fields_of(body, {"label": "class_2", "confidence": 0.61}, "the fake wine model")
     for name in ("tickets", "wine"):
-        body = expect_json(client.get(f"/models/{name}"))
+        body = expect_json(service_client.get(f"/models/{name}"))
         expect_equal(
             body.get("version"), "9.9.9-fake", f"GET /models/{name}: the version of the fake"
         )
@@ -311,7 +337,7 @@ def expect_fields_of(body: Any, expected: dict[str, Any], model: str) -> None:
     expect_equal(got, expected, f"the answer when the registry holds {model}")
 
 
-def test_a_model_the_registry_lacks_is_a_503(service, client):
+def test_a_model_the_registry_lacks_is_a_503(service, service_client):
     requests = {
         "tickets": ("/tickets/predict", {"text": TEXTS[0]}),
         "wine": ("/wine/predict", WINE),
@@ -320,18 +346,18 @@ def test_a_model_the_registry_lacks_is_a_503(service, client):
         registry = {kept: REFERENCE[kept]}
         service.app.dependency_overrides[service.deps.get_registry] = registry_of(registry)
         path, body = requests[missing]
-        expect_error(client.post(path, json=body), 503, "model_not_loaded")
+        expect_error(service_client.post(path, json=body), 503, "model_not_loaded")
         path, body = requests[kept]
-        expect_json(client.post(path, json=body))
+        expect_json(service_client.post(path, json=body))
 
 
-def test_the_models_run_off_the_event_loop(service, client):
+def test_the_models_run_off_the_event_loop(service, service_client):
     tickets, ticket_pipeline = fake_model("tickets", "account", 0.55)
     wine, wine_pipeline = fake_model("wine", "class_2", 0.61)
     overrides = service.app.dependency_overrides
     overrides[service.deps.get_registry] = registry_of({"tickets": tickets, "wine": wine})
-    expect_json(client.post("/tickets/predict", json={"text": TEXTS[0]}))
-    expect_json(client.post("/wine/predict", json=WINE))
+    expect_json(service_client.post("/tickets/predict", json={"text": TEXTS[0]}))
+    expect_json(service_client.post("/wine/predict", json=WINE))
     for path, pipeline in (("/tickets/predict", ticket_pipeline), ("/wine/predict", wine_pipeline)):
         if not pipeline.on_the_loop:
             raise AssertionError(f"POST {path} never called the model that get_registry gave it.")
@@ -391,7 +417,7 @@ def test_embed_with_the_right_key_returns_the_embeddings(client):
             )
 
 
-def test_embed_uses_the_embedder_it_is_given(service, client):
+def test_embed_uses_the_embedder_it_is_given(service, service_client):
     class FakeEmbedder:
         """Every text becomes 0.25 in each dimension: no real embedding looks like that."""
 
@@ -402,7 +428,7 @@ def test_embed_uses_the_embedder_it_is_given(service, client):
         name="embedder", pipeline=FakeEmbedder(), metadata=EMBEDDER.metadata, path=Path("fake")
     )  # type: ignore[arg-type]
     service.app.dependency_overrides[service.deps.get_embedder] = lambda: fake
-    body = expect_json(client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY)))
+    body = expect_json(service_client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY)))
     expect_equal(
         body.get("embeddings"),
         [[0.25] * EMBEDDING_DIMENSION] * len(TEXTS),
@@ -433,10 +459,10 @@ def test_with_no_key_configured_every_request_is_refused(exercise, tmp_path):
 # --- The prediction log -----------------------------------------------------------------
 
 
-def test_each_prediction_is_logged_in_the_database(service, client):
+def test_each_prediction_is_logged_in_the_database(client, tmp_path):
     answers = [expect_json(client.post("/tickets/predict", json={"text": t})) for t in TEXTS]
     wine_answer = expect_json(client.post("/wine/predict", json=WINE))
-    rows = service.log_rows()
+    rows = log_rows(tmp_path / DATABASE)
     expect_equal(len(rows), len(TEXTS) + 1, "the rows in the predictions table after 4 predictions")
     for text, answer, row in zip(TEXTS, answers, rows, strict=False):
         label, confidence = expected_ticket(text)
@@ -467,7 +493,7 @@ def logged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def test_the_log_endpoint_returns_the_latest_predictions(service, client):
+def test_the_log_endpoint_returns_the_latest_predictions(client, tmp_path):
     for text in TEXTS:
         expect_json(client.post("/tickets/predict", json={"text": text}))
     body = expect_json(client.get("/predictions?limit=2", headers=bearer(KEY)))
@@ -487,7 +513,7 @@ def test_the_log_endpoint_returns_the_latest_predictions(service, client):
     fields = ("id", "model", "input", "output", "latency_ms")
     expect_equal(
         [{field: entry.get(field) for field in fields} for entry in body],
-        logged(service.log_rows())[::-1][:2],
+        logged(log_rows(tmp_path / DATABASE))[::-1][:2],
         "the entries of GET /predictions?limit=2 (the 2 latest rows of the log, newest first)",
     )
     everything = expect_json(client.get("/predictions", headers=bearer(KEY)))
@@ -495,7 +521,7 @@ def test_the_log_endpoint_returns_the_latest_predictions(service, client):
     # 22 more rows at once: the batch route logs one row per instance.
     batch = {"instances": [{"text": f"Ticket number {n}"} for n in range(22)]}
     expect_json(client.post("/tickets/predict/batch", json=batch))
-    newest = [row["id"] for row in service.log_rows()][::-1]
+    newest = [row["id"] for row in log_rows(tmp_path / DATABASE)][::-1]
     default = expect_json(client.get("/predictions", headers=bearer(KEY)))
     expect_equal(
         [entry.get("id") for entry in default],
@@ -517,7 +543,7 @@ def test_the_log_limit_is_validated(client):
         )
 
 
-def test_the_connection_is_closed_after_each_request(service, client):
+def test_the_connection_is_closed_after_each_request(service, service_client):
     received: list[sqlite3.Connection] = []
     ConnectionParam = Annotated[sqlite3.Connection, Depends(service.deps.get_connection)]
 
@@ -540,9 +566,9 @@ def test_the_connection_is_closed_after_each_request(service, client):
         write(connection, "test-failed")
         raise HTTPException(status_code=409, detail="the route failed on purpose")
 
-    expect_json(client.get("/test-only/connection"))
-    expect_json(client.get("/test-only/connection"))
-    expect_status(client.get("/test-only/failure"), 409)
+    expect_json(service_client.get("/test-only/connection"))
+    expect_json(service_client.get("/test-only/connection"))
+    expect_status(service_client.get("/test-only/failure"), 409)
     expect_equal(len(received), 3, "the connections received by 3 requests")
     expect_equal(received[0] is received[1], False, "two requests share one connection")
     for what, connection in zip(["first", "second", "failed"], received, strict=True):
