@@ -8,7 +8,7 @@ job in the environment variable `AUTOGRADER_CHILD`. This plugin then
 2. runs the selected tests, writing `start` before each one and `result` after it, so
    the parent knows which test was running if the process hangs or dies;
 3. offers the fixtures the graded tests use: `exercise`, `app`, `client`, `live_server`,
-   `app_url`.
+   `app_url`, `app_server`.
 
 A remote job (an instructor's run of the tests that use only `client`, see
 `autograder.remote`) does none of 1: its `client` talks HTTP to the app served in a
@@ -17,6 +17,7 @@ process of its own, and this process never imports the submission's code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -322,11 +323,32 @@ class ChildPlugin:
         app is served by a process of its own (`autograder.remote.serving`), set up the
         same way.
         """
+        with self._serving(request, {}) as base_url:
+            yield base_url
+
+    @pytest.fixture
+    def app_server(
+        self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    ) -> Callable[[dict[str, str]], contextlib.AbstractContextManager[str]]:
+        """`with app_server({"NAME": "value"}) as base_url:` starts the step's app as
+        `app_url` does, once these environment variables are set (as an operator would
+        set them before starting it). Here they stay set until the test ends."""
+
+        def start(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+            if not self.job.remote:
+                for name, value in env.items():
+                    monkeypatch.setenv(name, value)
+            return self._serving(request, env)
+
+        return start
+
+    @contextlib.contextmanager
+    def _serving(self, request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[str]:
         settings = _app_settings(request)
         if self.job.remote:
             from autograder import remote
 
-            with remote.serving(self.step, self.source, settings) as served:
+            with remote.serving(self.step, self.source, settings, env) as served:
                 self._remote_served = served
                 try:
                     yield served.url
@@ -336,10 +358,26 @@ class ChildPlugin:
         from autograder.appserver import use_settings
         from coursekit.server import serve_in_thread
 
-        app = request.getfixturevalue("app")
+        module_name, _, attribute = self.step.app.partition(":")
+        module = self.import_fresh(module_name)
+        if not hasattr(module, attribute):
+            raise AssertionError(missing_app(module_name, attribute))
+        app = getattr(module, attribute)
         if settings:
             use_settings(app, *settings)
-        with serve_in_thread(app, timeout_graceful_shutdown=1) as base_url:
+        stack = contextlib.ExitStack()
+        try:
+            base_url = stack.enter_context(serve_in_thread(app, timeout_graceful_shutdown=1))
+        except RuntimeError:
+            # uvicorn only logs why start-up failed; run here, the lifespan raises it.
+            from fastapi.testclient import TestClient
+
+            with TestClient(app):
+                pass
+            raise AssertionError(
+                "Your app did not start under uvicorn: check its lifespan."
+            ) from None
+        with stack:
             yield base_url
 
     @pytest.fixture

@@ -1,8 +1,8 @@
 """An instructor's tests over HTTP: the submission's app in a process of its own.
 
 In an instructor's run (`--source-root`) of a step marked `over_http` in course.toml,
-the graded tests that reach the app only over HTTP (through the grader's `client` or
-`app_url` fixture) run in a grading child that never imports the submission's code:
+the graded tests that reach the app only over HTTP (through the grader's `client`,
+`app_url` or `app_server` fixture) run in a grading child that never imports the submission's code:
 nothing the submission does can change how those tests run or what their results say.
 For each test, that child starts the step's app in another process
 (`autograder.appserver`: sandboxed like any child of such a run, killed when the test
@@ -16,7 +16,8 @@ can tell:
 
 `app_url` is its base URL, as under the real server a grading child starts: an exception
 of the app is a 500 to the test, and the cause a failure is told with. The test file's
-`app_settings` fixture (the settings `get_settings` answers) is applied in the app's process.
+`app_settings` fixture (the settings `get_settings` answers) is applied in the app's
+process; `app_server(env)` starts it with those environment variables added.
 
 Either way, a module that cannot be imported, or an app whose start-up fails, is
 reported as in a grading child, and what the app printed comes with the test's result.
@@ -47,10 +48,10 @@ from autograder.child import ENV_VAR as CHILD_ENV_VAR
 from autograder.messages import Explanation, caused_by, crashed_message, explain_test_failure
 from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
 
-GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url"})
+GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url", "app_server"})
 # The grader's fixtures a remote job serves over HTTP (see `autograder.child`), and
 # pytest's own that a test may take beside them (a scratch folder is the grader's side).
-OVER_HTTP_FIXTURES = frozenset({"client", "app_url", "tmp_path"})
+OVER_HTTP_FIXTURES = frozenset({"client", "app_url", "app_server", "tmp_path"})
 SETTINGS_FIXTURE = "app_settings"  # a test file's, read by `app_url`
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
@@ -61,9 +62,10 @@ def http_only_tests(step: Step) -> frozenset[str]:
     """The step's graded tests that reach the app only over HTTP (read from the course's
     own test files, never the submission's).
 
-    A test qualifies when each of its fixtures is `client`, `app_url` or `tmp_path`, or a
-    fixture of its own file whose fixtures qualify in turn (step 10's `served` wraps
-    `app_url`). A file whose `app_settings` does not qualify has no such test.
+    A test qualifies when each of its fixtures is `client`, `app_url`, `app_server` or
+    `tmp_path`, or a fixture of its own file whose fixtures qualify in turn (step 10's
+    `served` wraps `app_url`). A file whose `app_settings` does not qualify, or that has
+    an autouse fixture, has no such test.
     """
     if not step.over_http:
         return frozenset()
@@ -181,7 +183,9 @@ def _failure(data: object) -> ServerFailure:
 class _Served:
     """The app's process for one test, and what it reports."""
 
-    def __init__(self, step: Step, source: Path, scratch: Path, *options: str) -> None:
+    def __init__(
+        self, step: Step, source: Path, scratch: Path, *options: str, env: dict[str, str]
+    ) -> None:
         scratch.mkdir(parents=True, exist_ok=True)
         report_path = scratch / "report.jsonl"
         report_path.touch()
@@ -192,7 +196,7 @@ class _Served:
         self.source, self.given = source, step.given
         self.url = ""  # once it serves
         # Neither the grading job (where its events go) nor the warm process's socket.
-        env = {
+        inherited = {
             name: value
             for name, value in os.environ.items()
             if name not in {CHILD_ENV_VAR, WARM_SOCKET_ENV}
@@ -200,7 +204,7 @@ class _Served:
         self.process = start_module(
             "autograder.appserver",
             [step.id, str(source), str(report_path), *options],
-            env,
+            {**inherited, **env},  # what the test sets, as an operator would
             self.log,
             needs=_needs(step),
         )
@@ -307,9 +311,11 @@ def probe(step: Step, source: Path) -> None:
 
 
 @contextlib.contextmanager
-def _served(step: Step, source: Path, *options: str) -> Iterator[_Served]:
+def _served(
+    step: Step, source: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[_Served]:
     with tempfile.TemporaryDirectory(prefix="app-", ignore_cleanup_errors=True) as scratch:
-        served = _Served(step, source, Path(scratch), *options)
+        served = _Served(step, source, Path(scratch), *options, env=env or {})
         try:
             yield served
         finally:
@@ -352,17 +358,21 @@ def client(step: Step, source: Path) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def serving(
-    step: Step, source: Path, settings: tuple[str, dict[str, Any]] | None
+    step: Step,
+    source: Path,
+    settings: tuple[str, dict[str, Any]] | None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[_Served]:
     """A fresh process serving the step's app under a real server, for one test: the
-    grader's `app_url` in a remote job. With `settings`, (MODULE, VALUES), the app's
-    MODULE.get_settings answers MODULE.Settings(**VALUES) there.
+    grader's `app_url` and `app_server` in a remote job. With `settings`, (MODULE,
+    VALUES), the app's MODULE.get_settings answers MODULE.Settings(**VALUES) there; `env`
+    is added to its environment.
 
     As under a real server in a grading child, an exception of the app is a 500 to the
     test, not an error raised into it; `_Served.explain` tells it as a failure's cause.
     """
     options = ("--settings", json.dumps(list(settings))) if settings else ()
-    with _served(step, source, *options) as served:
+    with _served(step, source, *options, env=env or {}) as served:
         try:
             served.url = f"http://127.0.0.1:{served.wait_listening()}"
         except ImportProblem as problem:  # the probe passed: an import that is not stable

@@ -411,7 +411,7 @@ FORGERIES = {
 # A step graded in the submission's process (not `over_http`): there the canary and the
 # order of events are what catch a forgery. Step 01 is `over_http`: its tests run where
 # the submission's code cannot reach them (autograder/remote.py).
-IN_PROCESS_STEP = load_catalog().step("06")
+IN_PROCESS_STEP = load_catalog().step("07")
 
 
 def grade_forged(tmp_path: Path, step: Step, forgery: str, start: Path) -> tuple[int, str]:

@@ -3,8 +3,9 @@
 Run them with `pytest exercises/06_async_concurrency`. Points and hints live in
 course.toml. Each test starts simulated model services (`coursekit.upstream`) on
 127.0.0.1, tells your app where they are through the ENSEMBLE_* environment variables,
-imports your app.py afresh, and calls it: in-process with `TestClient`, or under a real
-uvicorn server where concurrency must be real. Overlap, the concurrency bound and the
+imports your app.py afresh, and calls it under a real uvicorn server (`ensemble`, on the
+grader's `app_server`); the three tests that add a route of their own to your app call
+it in-process (`configured_module`). Overlap, the concurrency bound and the
 deadline are shown by mechanisms the test controls: the upstreams' own counters, gates
 that hold their answers back, permits the test holds, never by a stopwatch.
 """
@@ -17,7 +18,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from time import monotonic
 from typing import Annotated, Any
 
@@ -58,6 +59,15 @@ def tls_context(*, _trust_env: bool = True) -> ssl.SSLContext:
 DEFAULT_TLS_CONTEXT = httpcore2.default_ssl_context
 
 
+def environment(urls: list[str], *, timeout: float = 5.0, max_in_flight: int = 8) -> dict[str, str]:
+    """The ENSEMBLE_* variables an operator would set."""
+    return {
+        "ENSEMBLE_UPSTREAM_URLS": json.dumps(urls),
+        "ENSEMBLE_TIMEOUT": str(timeout),
+        "ENSEMBLE_MAX_IN_FLIGHT": str(max_in_flight),
+    }
+
+
 @pytest.fixture
 def configured_module(monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]) -> Configure:
     """Set the ENSEMBLE_* variables as an operator would, then import app.py afresh."""
@@ -66,19 +76,32 @@ def configured_module(monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str],
     # than a dozen times. The upstreams speak plain HTTP; nothing here uses TLS.
     monkeypatch.setattr(httpcore2, "default_ssl_context", tls_context)
 
-    def configure(urls: list[str], *, timeout: float = 5.0, max_in_flight: int = 8) -> Any:
-        monkeypatch.setenv("ENSEMBLE_UPSTREAM_URLS", json.dumps(urls))
-        monkeypatch.setenv("ENSEMBLE_TIMEOUT", str(timeout))
-        monkeypatch.setenv("ENSEMBLE_MAX_IN_FLIGHT", str(max_in_flight))
+    def configure(urls: list[str], **settings: Any) -> Any:
+        for name, value in environment(urls, **settings).items():
+            monkeypatch.setenv(name, value)
         return exercise("app")
 
     return configure
 
 
+Start = Callable[..., AbstractContextManager[httpx2.Client]]
+
+
 @pytest.fixture
-def configured_app(configured_module: Configure) -> Configure:
-    """As `configured_module`, but the app itself."""
-    return lambda urls, **settings: configured_module(urls, **settings).app
+def ensemble(app_server: Callable[[dict[str, str]], AbstractContextManager[str]]) -> Start:
+    """`with ensemble(urls, timeout=..., max_in_flight=...) as client:` your app, imported
+    afresh, under a real uvicorn server started with those ENSEMBLE_* variables set (the
+    grader's `app_server`), and an HTTP client for it (thread-safe)."""
+
+    @contextmanager
+    def start(urls: list[str], **settings: Any) -> Iterator[httpx2.Client]:
+        with (
+            app_server(environment(urls, **settings)) as base_url,
+            httpx2.Client(base_url=base_url, timeout=None) as client,
+        ):
+            yield client
+
+    return start
 
 
 def mounted(apps: dict[str, Any]) -> Any:
@@ -149,11 +172,11 @@ def find_text(upstreams: list[Upstream], wanted: Callable[[list[dict[str, Any]]]
     raise RuntimeError("no such text")  # never: the patterns below are common
 
 
-def test_every_upstream_answers_in_the_results(configured_app: Configure) -> None:
+def test_every_upstream_answers_in_the_results(ensemble: Start) -> None:
     upstreams = [make_upstream(name, delay=0.0) for name in ("alpha", "beta", "gamma")]
     with (
         running_upstreams(*upstreams) as urls,
-        TestClient(configured_app(list(urls.values()))) as client,
+        ensemble(list(urls.values())) as client,
     ):
         body = expect_json(client.post("/ensemble", json={"text": TEXT}))
     expect_exact_keys(body, ["label", "votes", "results"], "the POST /ensemble response")
@@ -162,7 +185,7 @@ def test_every_upstream_answers_in_the_results(configured_app: Configure) -> Non
     expect_equal([u.calls for u in upstreams], [1, 1, 1], "the calls each upstream received")
 
 
-def test_results_follow_the_order_of_the_configured_upstreams(configured_app: Configure) -> None:
+def test_results_follow_the_order_of_the_configured_upstreams(ensemble: Start) -> None:
     # The test makes the first upstream answer last and the last one first: it opens the
     # gates one by one, from the last upstream to the first, each once the one before
     # has answered.
@@ -172,7 +195,7 @@ def test_results_follow_the_order_of_the_configured_upstreams(configured_app: Co
     ]
     with (
         running_upstreams(*upstreams) as urls,
-        TestClient(configured_app(list(urls.values()))) as client,
+        ensemble(list(urls.values())) as client,
         ThreadPoolExecutor(max_workers=1) as pool,
     ):
         pending = pool.submit(client.post, "/ensemble", json={"text": TEXT})
@@ -193,7 +216,7 @@ def test_results_follow_the_order_of_the_configured_upstreams(configured_app: Co
     )
 
 
-def test_the_upstreams_are_called_at_the_same_time(configured_app: Configure) -> None:
+def test_the_upstreams_are_called_at_the_same_time(ensemble: Start) -> None:
     # Gated upstreams hold every call until the test opens them, so the calls can only
     # all be in flight together if the app made them concurrently.
     upstreams = [
@@ -202,7 +225,7 @@ def test_the_upstreams_are_called_at_the_same_time(configured_app: Configure) ->
     ]
     with (
         running_upstreams(*upstreams) as urls,
-        serve(configured_app(list(urls.values()))) as http,
+        ensemble(list(urls.values())) as http,
         ThreadPoolExecutor(max_workers=1) as pool,
     ):
         pending = pool.submit(http.post, "/ensemble", json={"text": TEXT})
@@ -229,7 +252,7 @@ def test_the_upstreams_are_called_at_the_same_time(configured_app: Configure) ->
     expect_equal(entries(body), expected, "the results once the upstreams answered")
 
 
-def test_one_client_reuses_its_connection_across_requests(configured_app: Configure) -> None:
+def test_one_client_reuses_its_connection_across_requests(ensemble: Start) -> None:
     upstream = make_upstream("alpha", delay=0.0)
     client_ports: list[int] = []
 
@@ -241,7 +264,7 @@ def test_one_client_reuses_its_connection_across_requests(configured_app: Config
 
     with (
         serve_in_thread(recording, timeout_graceful_shutdown=1) as upstream_url,
-        TestClient(configured_app([upstream_url])) as client,
+        ensemble([upstream_url]) as client,
     ):
         for number in range(3):
             expect_json(client.post("/ensemble", json={"text": f"{TEXT} ({number})"}))
@@ -281,7 +304,7 @@ def test_the_client_is_closed_at_shutdown(configured_module: Configure) -> None:
         )
 
 
-def test_the_combined_label_is_the_majority(configured_app: Configure) -> None:
+def test_the_combined_label_is_the_majority(ensemble: Start) -> None:
     upstreams = [make_upstream(name, delay=0.0) for name in ("alpha", "beta", "gamma")]
 
     def two_against_one_stronger(predictions: list[dict[str, Any]]) -> bool:
@@ -294,7 +317,7 @@ def test_the_combined_label_is_the_majority(configured_app: Configure) -> None:
     majority = upstreams[0].prediction(text)["label"]
     with (
         running_upstreams(*upstreams) as urls,
-        TestClient(configured_app(list(urls.values()))) as client,
+        ensemble(list(urls.values())) as client,
     ):
         body = expect_json(client.post("/ensemble", json={"text": text}))
     labels = [entry["label"] for entry in entries(body)]
@@ -338,12 +361,12 @@ def tie_won_on_total(winner_sorts_last: bool) -> Callable[[list[dict[str, Any]]]
     return wanted
 
 
-def test_a_tie_goes_to_the_higher_total_score(configured_app: Configure) -> None:
+def test_a_tie_goes_to_the_higher_total_score(ensemble: Start) -> None:
     upstreams = [make_upstream(name, delay=0.0) for name in ("alpha", "beta", "gamma", "delta")]
     texts = [find_text(upstreams, tie_won_on_total(last)) for last in (True, False)]
     with (
         running_upstreams(*upstreams) as urls,
-        TestClient(configured_app(list(urls.values()))) as client,
+        ensemble(list(urls.values())) as client,
     ):
         bodies = [expect_json(client.post("/ensemble", json={"text": text})) for text in texts]
     for text, body in zip(texts, bodies, strict=True):
@@ -357,7 +380,7 @@ def test_a_tie_goes_to_the_higher_total_score(configured_app: Configure) -> None
 
 
 def test_a_hung_or_trickling_upstream_is_cut_off_at_the_deadline(
-    configured_app: Configure,
+    ensemble: Start,
 ) -> None:
     # Both hold their answer back until the test opens their gates, which it does only
     # after the response: "stuck" sends nothing, "trickler" sends a space every 50 ms, so
@@ -367,7 +390,7 @@ def test_a_hung_or_trickling_upstream_is_cut_off_at_the_deadline(
     trickler = make_upstream("trickler", delay=0.0, gated=True, gate_timeout=5, trickle=True)
     with (
         running_upstreams(alpha, stuck, trickler, beta) as urls,
-        TestClient(configured_app(list(urls.values()), timeout=0.5)) as client,
+        ensemble(list(urls.values()), timeout=0.5) as client,
     ):
         try:
             response = client.post("/ensemble", json={"text": TEXT})
@@ -437,13 +460,13 @@ def test_the_wait_for_a_permit_counts_against_the_deadline(configured_module: Co
     expect_equal(alpha.calls, 0, "the calls the upstream received while no permit was free")
 
 
-def test_a_failing_upstream_gets_an_error_entry(configured_app: Configure) -> None:
+def test_a_failing_upstream_gets_an_error_entry(ensemble: Start) -> None:
     alpha = make_upstream("alpha", delay=0.0)
     broken = make_upstream("broken", delay=0.0, fail=True)  # answers 503
     crashing = make_upstream("crashing", delay=0.0, fail=True, status_code=500)
     with (
         running_upstreams(alpha, broken, crashing) as urls,
-        TestClient(configured_app(list(urls.values()))) as client,
+        ensemble(list(urls.values())) as client,
     ):
         body = expect_json(client.post("/ensemble", json={"text": TEXT}))
     expected = [
@@ -459,7 +482,7 @@ def test_a_failing_upstream_gets_an_error_entry(configured_app: Configure) -> No
     )
 
 
-def test_an_upstream_with_a_bad_answer_gets_an_error_entry(configured_app: Configure) -> None:
+def test_an_upstream_with_a_bad_answer_gets_an_error_entry(ensemble: Start) -> None:
     alpha = make_upstream("alpha", delay=0.0)
     html = make_upstream("html", delay=0.0, body=b"<html>Busy</html>", media_type="text/html")
     no_score = make_upstream("no-score", delay=0.0, body=b'{"model": "m", "label": "positive"}')
@@ -468,7 +491,7 @@ def test_an_upstream_with_a_bad_answer_gets_an_error_entry(configured_app: Confi
     )
     with (
         running_upstreams(alpha, html, no_score, wordy) as urls,
-        TestClient(configured_app(list(urls.values())), raise_server_exceptions=False) as client,
+        ensemble(list(urls.values())) as client,
     ):
         body = expect_json(client.post("/ensemble", json={"text": TEXT}))
     expected = [
@@ -485,23 +508,23 @@ def test_an_upstream_with_a_bad_answer_gets_an_error_entry(configured_app: Confi
     )
 
 
-def test_an_unreachable_upstream_gets_an_error_entry(configured_app: Configure) -> None:
+def test_an_unreachable_upstream_gets_an_error_entry(ensemble: Start) -> None:
     alpha = make_upstream("alpha", delay=0.0)
     nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with (
         running_upstreams(alpha) as urls,
-        TestClient(configured_app([nobody, urls["alpha"]])) as client,
+        ensemble([nobody, urls["alpha"]]) as client,
     ):
         body = expect_json(client.post("/ensemble", json={"text": TEXT}))
     expected = [failure(nobody, "unreachable"), answer(alpha, urls["alpha"])]
     expect_equal(entries(body), expected, "the results when the first upstream is unreachable")
 
 
-def test_when_every_upstream_fails_the_answer_is_502(configured_app: Configure) -> None:
+def test_when_every_upstream_fails_the_answer_is_502(ensemble: Start) -> None:
     upstreams = [make_upstream(name, delay=0.0) for name in ("alpha", "beta")]
     with (
         running_upstreams(*upstreams) as urls,
-        TestClient(configured_app(list(urls.values()))) as client,
+        ensemble(list(urls.values())) as client,
     ):
         expect_json(client.post("/ensemble", json={"text": TEXT}))  # all well at first
         for upstream in upstreams:
@@ -576,9 +599,9 @@ def test_calls_in_flight_stay_within_the_bound(configured_module: Configure) -> 
     expect_equal(shared.peak_in_flight, 4, "the most upstream calls in flight at once")
 
 
-def test_a_bad_body_is_a_422(configured_app: Configure) -> None:
+def test_a_bad_body_is_a_422(ensemble: Start) -> None:
     upstream = make_upstream("alpha", delay=0.0)
-    with running_upstreams(upstream) as urls, TestClient(configured_app([urls["alpha"]])) as client:
+    with running_upstreams(upstream) as urls, ensemble([urls["alpha"]]) as client:
         expect_json(client.post("/ensemble", json={"text": "a valid request first"}))
         expect_validation_error(
             client.post("/ensemble", json={"txt": "typo"}), ["body", "text"], "missing"
@@ -592,9 +615,9 @@ def test_a_bad_body_is_a_422(configured_app: Configure) -> None:
     expect_equal(upstream.calls, 1, "the upstream calls (a rejected body never reaches them)")
 
 
-def test_a_text_over_the_length_limit_is_a_422(configured_app: Configure) -> None:
+def test_a_text_over_the_length_limit_is_a_422(ensemble: Start) -> None:
     upstream = make_upstream("alpha", delay=0.0)
-    with running_upstreams(upstream) as urls, TestClient(configured_app([urls["alpha"]])) as client:
+    with running_upstreams(upstream) as urls, ensemble([urls["alpha"]]) as client:
         expect_json(client.post("/ensemble", json={"text": "x" * MAX_TEXT_LENGTH}))
         expect_validation_error(
             client.post("/ensemble", json={"text": "x" * (MAX_TEXT_LENGTH + 1)}),
@@ -610,7 +633,7 @@ def padded(body: dict[str, Any], size: int) -> bytes:
     return data + b" " * (size - len(data))
 
 
-def test_a_body_over_the_size_limit_is_a_413(configured_app: Configure) -> None:
+def test_a_body_over_the_size_limit_is_a_413(ensemble: Start) -> None:
     upstream = make_upstream("alpha", delay=0.0)
 
     def chunked(data: bytes) -> Iterator[bytes]:
@@ -621,7 +644,7 @@ def test_a_body_over_the_size_limit_is_a_413(configured_app: Configure) -> None:
     # The longest text in its longest JSON form: an emoji is two \uXXXX escapes, 12 bytes.
     longest = json.dumps({"text": "\N{GRINNING FACE}" * MAX_TEXT_LENGTH}).encode()
     over = padded({"text": TEXT}, MAX_BODY_SIZE + 1)
-    with running_upstreams(upstream) as urls, TestClient(configured_app([urls["alpha"]])) as client:
+    with running_upstreams(upstream) as urls, ensemble([urls["alpha"]]) as client:
         response = client.post("/ensemble", content=longest, headers=JSON_HEADERS)
         if response.status_code == 413:
             raise AssertionError(
@@ -638,9 +661,9 @@ def test_a_body_over_the_size_limit_is_a_413(configured_app: Configure) -> None:
     expect_equal(upstream.calls, 2, "the upstream calls (a body over the limit never reaches them)")
 
 
-def test_openapi_lists_every_status_the_route_can_answer(configured_app: Configure) -> None:
+def test_openapi_lists_every_status_the_route_can_answer(ensemble: Start) -> None:
     upstream = make_upstream("alpha", delay=0.0)
-    with running_upstreams(upstream) as urls, TestClient(configured_app([urls["alpha"]])) as client:
+    with running_upstreams(upstream) as urls, ensemble([urls["alpha"]]) as client:
         expect_json(client.post("/ensemble", json={"text": TEXT}))
         # Bytes that are not UTF-8 cannot be read as JSON text: FastAPI answers 400.
         expect_status(
