@@ -1,6 +1,7 @@
 """The submission's side of an instructor's tests over HTTP: serve the step's app.
 
     python -m autograder.appserver STEP SOURCE REPORT [--import-only] [--settings JSON]
+        [--overrides JSON]
 
 In an instructor's run (`--source-root`), a step's tests that talk to the app only
 through `client` run in a grading process that never imports the submission (see
@@ -9,7 +10,8 @@ SOURCE first on `sys.path`, imports the step's modules as a grading child would,
 serves the app with uvicorn on a free loopback port, its lifespan run. With
 `--settings '["MODULE", {VALUES}]'` (the grader's, from the course's test file), the app's
 dependency MODULE.get_settings answers MODULE.Settings(**VALUES), as the grader's
-`app_url` fixture sets it in a grading child.
+`app_url` fixture sets it in a grading child; with `--overrides '[["MODULE:NAME",
+"coursekit.M:F"], ...]'`, the app's dependency MODULE.NAME answers the course's M.F.
 
 It tells the grader what happens by appending one JSON object a line to REPORT:
 `{"imported": true}` once the modules are imported (with `--import-only` it then ends),
@@ -42,6 +44,25 @@ def use_settings(app: Any, module_name: str, values: dict[str, Any]) -> None:
     module = importlib.import_module(module_name)
     configured = module.Settings(**values)
     app.dependency_overrides[module.get_settings] = lambda: configured
+
+
+def use_overrides(app: Any, overrides: list[tuple[str, str]]) -> None:
+    """For each `("module:name", "coursekit.module:name")`, make the app's dependency
+    `name` of the step's `module` answer the course's callable instead (the grader's
+    `app_url`, with the test file's `app_overrides`: in a grading child and here alike)."""
+    for target, replacement in overrides:
+        module_name, _, name = target.partition(":")
+        dependency = getattr(importlib.import_module(module_name), name, None)
+        if dependency is None:
+            raise AssertionError(
+                f"{module_name}.py must define {name} (a dependency the tests replace)."
+            )
+        course_module, _, attribute = replacement.partition(":")
+        if not course_module.startswith("coursekit."):  # only the course's own code
+            raise ValueError(f"app_overrides: {replacement!r} is not of coursekit")
+        app.dependency_overrides[dependency] = getattr(
+            importlib.import_module(course_module), attribute
+        )
 
 
 def main(arguments: list[str]) -> int:
@@ -84,13 +105,14 @@ def main(arguments: list[str]) -> int:
     if app is None:
         tell(server_error={"outcome": "failed", "message": missing_app(module_name, attribute)})
         return 0
-    if "--settings" in options:
-        settings_module, values = json.loads(options[options.index("--settings") + 1])
-        try:
-            use_settings(app, settings_module, values)
-        except Exception as exc:  # the learner's Settings: told as a grading child tells it
-            server_error(exc)
-            return 0
+    try:
+        if "--settings" in options:
+            use_settings(app, *json.loads(options[options.index("--settings") + 1]))
+        if "--overrides" in options:
+            use_overrides(app, json.loads(options[options.index("--overrides") + 1]))
+    except Exception as exc:  # the learner's Settings, say: told as a grading child tells it
+        server_error(exc)
+        return 0
 
     async def served(scope: Any, receive: Any, send: Any) -> None:
         # What escapes the app: a lifespan's failure (the test client would raise it into

@@ -319,7 +319,9 @@ class ChildPlugin:
         """The step's app, fresh, under a real uvicorn server on loopback: its base URL.
 
         Where the test file has a fixture `app_settings` giving `(MODULE, VALUES)`, the
-        app's MODULE.get_settings answers MODULE.Settings(**VALUES). In a remote job the
+        app's MODULE.get_settings answers MODULE.Settings(**VALUES); with a fixture
+        `app_overrides` giving `[("module:name", "coursekit.m:f")]`, the app's dependency
+        module.name answers the course's m.f. In a remote job the
         app is served by a process of its own (`autograder.remote.serving`), set up the
         same way.
         """
@@ -345,17 +347,18 @@ class ChildPlugin:
     @contextlib.contextmanager
     def _serving(self, request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[str]:
         settings = _app_settings(request)
+        overrides = _app_overrides(request)
         if self.job.remote:
             from autograder import remote
 
-            with remote.serving(self.step, self.source, settings, env) as served:
+            with remote.serving(self.step, self.source, settings, env, overrides) as served:
                 self._remote_served = served
                 try:
                     yield served.url
                 finally:
                     self._remote_served = None
             return
-        from autograder.appserver import use_settings
+        from autograder.appserver import use_overrides, use_settings
         from coursekit.server import serve_in_thread
 
         module_name, _, attribute = self.step.app.partition(":")
@@ -365,6 +368,7 @@ class ChildPlugin:
         app = getattr(module, attribute)
         if settings:
             use_settings(app, *settings)
+        use_overrides(app, overrides)
         stack = contextlib.ExitStack()
         try:
             base_url = stack.enter_context(serve_in_thread(app, timeout_graceful_shutdown=1))
@@ -399,6 +403,17 @@ def _app_settings(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]] 
     if not isinstance(name, str) or not isinstance(values, dict):
         raise TypeError("app_settings must give (module name, {field: value})")
     return name, values
+
+
+def _app_overrides(request: pytest.FixtureRequest) -> list[tuple[str, str]]:
+    """The test file's `app_overrides` fixture's `[("module:name", "coursekit.m:f")]`."""
+    try:
+        overrides = request.getfixturevalue("app_overrides")
+    except pytest.FixtureLookupError:
+        return []
+    if not all(isinstance(a, str) and isinstance(b, str) for a, b in overrides):
+        raise TypeError('app_overrides must give [("module:name", "coursekit.module:name")]')
+    return [(a, b) for a, b in overrides]
 
 
 def _canary_test() -> None:

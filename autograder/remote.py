@@ -52,7 +52,7 @@ GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url", "app_serve
 # The grader's fixtures a remote job serves over HTTP (see `autograder.child`), and
 # pytest's own that a test may take beside them (a scratch folder is the grader's side).
 OVER_HTTP_FIXTURES = frozenset({"client", "app_url", "app_server", "tmp_path"})
-SETTINGS_FIXTURE = "app_settings"  # a test file's, read by `app_url`
+CONFIGURING = ("app_settings", "app_overrides")  # a test file's, read by `app_url`
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
 
@@ -64,8 +64,8 @@ def http_only_tests(step: Step) -> frozenset[str]:
 
     A test qualifies when each of its fixtures is `client`, `app_url`, `app_server` or
     `tmp_path`, or a fixture of its own file whose fixtures qualify in turn (step 10's
-    `served` wraps `app_url`). A file whose `app_settings` does not qualify, or that has
-    an autouse fixture, has no such test.
+    `served` wraps `app_url`). A file whose `app_settings` or `app_overrides` does not
+    qualify, or that has an autouse fixture, has no such test.
     """
     if not step.over_http:
         return frozenset()
@@ -121,7 +121,7 @@ def http_only_tests(step: Step) -> frozenset[str]:
             if not more:
                 break
             remote |= more
-        if SETTINGS_FIXTURE in fixtures and SETTINGS_FIXTURE not in remote:
+        if any(name in fixtures and name not in remote for name in CONFIGURING):
             continue  # app_url would read, in the grader's process, what needs the app's
         # A test may be wrapped by a function of its own file (step 10's `graded`, which
         # keeps the signature): a mark, such as parametrize, adds what the test is given.
@@ -362,16 +362,20 @@ def serving(
     source: Path,
     settings: tuple[str, dict[str, Any]] | None,
     env: dict[str, str] | None = None,
+    overrides: list[tuple[str, str]] | None = None,
 ) -> Iterator[_Served]:
     """A fresh process serving the step's app under a real server, for one test: the
     grader's `app_url` and `app_server` in a remote job. With `settings`, (MODULE,
-    VALUES), the app's MODULE.get_settings answers MODULE.Settings(**VALUES) there; `env`
-    is added to its environment.
+    VALUES), the app's MODULE.get_settings answers MODULE.Settings(**VALUES) there, with
+    `overrides` the dependencies named answer the course's callables, and `env` is added
+    to its environment.
 
     As under a real server in a grading child, an exception of the app is a 500 to the
     test, not an error raised into it; `_Served.explain` tells it as a failure's cause.
     """
     options = ("--settings", json.dumps(list(settings))) if settings else ()
+    if overrides:
+        options += ("--overrides", json.dumps(overrides))
     with _served(step, source, *options, env=env or {}) as served:
         try:
             served.url = f"http://127.0.0.1:{served.wait_listening()}"

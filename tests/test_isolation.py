@@ -158,6 +158,42 @@ def test_under_app_url_the_apps_exception_is_told_as_the_cause(
     assert "The test saw:" in failed.message and "500" in failed.message, failed.message
 
 
+STREAMING_STEP = load_catalog().step("08")
+
+
+@MODES
+def test_a_dependency_app_overrides_names_must_exist_in_either_mode(
+    tmp_path: Path, sandboxed: bool
+) -> None:
+    folder = tmp_path / STREAMING_STEP.slug
+    shutil.copytree(STREAMING_STEP.solution_dir, folder)
+    module = folder / "app.py"
+    text = module.read_text(encoding="utf-8")
+    module.write_text(text.replace("get_chat_model", "the_model"), encoding="utf-8")
+    only = {"test_max_tokens_out_of_range_is_a_422"}  # a fast_client test: app_overrides
+    settings = Settings(
+        source=lambda step: folder, select=lambda step, test: test in only, sandboxed=sandboxed
+    )
+    [record] = grade_step(STREAMING_STEP, settings)
+    assert record.outcome == "failed", (record.outcome, record.message)
+    assert record.message == "app.py must define get_chat_model (a dependency the tests replace)."
+
+
+def test_app_overrides_replace_a_dependency_with_the_courses_code_only() -> None:
+    from fastapi import FastAPI
+
+    from autograder.appserver import use_overrides
+
+    app = FastAPI()
+    with pytest.raises(ValueError, match="not of coursekit"):
+        use_overrides(app, [("autograder.child:Job", "os:system")])
+    use_overrides(app, [("autograder.child:Job", "coursekit.llm:get_model")])
+    from autograder.child import Job
+    from coursekit.llm import get_model
+
+    assert app.dependency_overrides == {Job: get_model}
+
+
 def _slow_the_first_times(runs: int):  # type: ignore[no-untyped-def]
     """An edit: the first `runs` grading children see /analyze run out of time (as a
     correct solution on a busy machine can); each child counts itself in a file."""

@@ -2,12 +2,13 @@
 
 Run them with `pytest exercises/08_streaming_sse`. Points and hints live in course.toml.
 `client` is a `TestClient` on the `app` in your app.py (`client.post` reads a whole
-stream at once, `client.stream` reads it as it arrives); `live_server` runs your app
-under a real uvicorn server, which the test of incremental delivery reads with httpx and
-httpx-sse. The tests of streaming and of a disconnect swap your model for
-`coursekit.llm.GatedLM`, which holds every token after the first until the test lets it
-through; the tests of a failure mid-answer swap in `coursekit.llm.FailingLM`,
-which raises after a given number of tokens.
+stream at once, `client.stream` reads it as it arrives); `fast_client` is an httpx client
+on your app under a real uvicorn server (the grader's `app_url`), its model without a
+delay per token; `live_server` runs your app under a real uvicorn server too, which the
+test of incremental delivery reads with httpx and httpx-sse. The tests of streaming and
+of a disconnect swap your model for `coursekit.llm.GatedLM`, which holds every token
+after the first until the test lets it through; the tests of a failure mid-answer swap
+in `coursekit.llm.FailingLM`, which raises after a given number of tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import EventSource, connect_sse
 
 from autograder.expect import (
@@ -138,6 +140,20 @@ def use_model(app: Any, model: Any) -> None:
     app.dependency_overrides[dependency] = lambda: model
 
 
+@pytest.fixture
+def app_overrides() -> list[tuple[str, str]]:
+    """For `fast_client`: your get_chat_model answers coursekit.llm.get_model (no delay)."""
+    return [("app:get_chat_model", "coursekit.llm:get_model")]
+
+
+@pytest.fixture
+def fast_client(app_url: str) -> Iterator[httpx.Client]:
+    """Your app under a real uvicorn server (the grader's `app_url`), its model without a
+    delay per token (`app_overrides`): a whole answer arrives at once."""
+    with httpx.Client(base_url=app_url, timeout=None) as http:
+        yield http
+
+
 def post_raw(client: Any, content: bytes | Iterator[bytes]) -> Any:
     """POST bytes as JSON to /chat/stream: how a test sends a body of an exact size."""
     return client.post("/chat/stream", content=content, headers=JSON_HEADERS)
@@ -212,19 +228,17 @@ def test_the_stream_is_served_as_text_event_stream(client):
     expect_equal(tokens, expected_tokens(max_tokens=3), "the tokens of the app's own model")
 
 
-def test_each_token_is_a_token_event_with_json_data(app, client):
-    use_model(app, get_model())  # no delay per token
-    events = stream(client, chat(max_tokens=4))
+def test_each_token_is_a_token_event_with_json_data(fast_client):
+    events = stream(fast_client, chat(max_tokens=4))
     if len(events) < 4:
         raise AssertionError(f"expected at least 4 token events, got {shown(events)}.")
     for i, event in enumerate(events[:4]):
         token_of(event, f"event {i} of POST /chat/stream")
 
 
-def test_the_tokens_are_the_models_answer_for_the_seed(app, client):
-    use_model(app, get_model())  # no delay per token
+def test_the_tokens_are_the_models_answer_for_the_seed(fast_client):
     for seed, max_tokens in ((0, 8), (7, 8), (7, 3)):
-        events = stream(client, chat(max_tokens=max_tokens, seed=seed))
+        events = stream(fast_client, chat(max_tokens=max_tokens, seed=seed))
         tokens = [
             token_of(e, f"event {i} (seed {seed})")
             for i, e in enumerate(events)
@@ -281,11 +295,12 @@ def test_the_model_gets_the_whole_conversation(app, client):
     expect_one_call(model, what, one, max_tokens=3, seed=2)
 
 
-def test_max_tokens_defaults_to_32_and_seed_to_0(app, client):
-    use_model(app, get_model())  # no delay per token
+def test_max_tokens_defaults_to_32_and_seed_to_0(fast_client):
     body = chat()
     del body["max_tokens"], body["seed"]
-    tokens = tokens_then_done(stream(client, body), "POST /chat/stream without max_tokens and seed")
+    tokens = tokens_then_done(
+        stream(fast_client, body), "POST /chat/stream without max_tokens and seed"
+    )
     expect_equal(
         tokens,
         expected_tokens(max_tokens=32, seed=0),
@@ -293,11 +308,10 @@ def test_max_tokens_defaults_to_32_and_seed_to_0(app, client):
     )
 
 
-def test_the_stream_ends_with_one_done_event(app, client):
-    use_model(app, get_model())  # no delay per token
+def test_the_stream_ends_with_one_done_event(fast_client):
     for max_tokens in (5, 1):
         tokens = tokens_then_done(
-            stream(client, chat(max_tokens=max_tokens)),
+            stream(fast_client, chat(max_tokens=max_tokens)),
             f"POST /chat/stream (max_tokens {max_tokens})",
         )
         expect_equal(
@@ -307,8 +321,7 @@ def test_the_stream_ends_with_one_done_event(app, client):
         )
 
 
-def test_token_events_are_numbered_from_zero(app, client):
-    use_model(app, get_model())  # no delay per token
+def test_token_events_are_numbered_from_zero(fast_client):
     # Several streams on one app: each stream numbers its own tokens, from 0.
     streams = [
         ("POST /chat/stream (max_tokens 5)", 5),
@@ -316,7 +329,7 @@ def test_token_events_are_numbered_from_zero(app, client):
         ("a third POST /chat/stream (max_tokens 2)", 2),
     ]
     for what, count in streams:
-        events = stream(client, chat(max_tokens=count))
+        events = stream(fast_client, chat(max_tokens=count))
         ids = [event.get("id") for event in events if event.get("event") == "token"]
         expect_equal(ids, [str(i) for i in range(count)], f"the id of each token event of {what}")
 
@@ -470,44 +483,43 @@ def test_the_events_are_documented_in_openapi(app, client):
             )
 
 
-def test_empty_messages_are_a_422(app, client):
-    use_model(app, get_model())  # no delay per token
-    tokens_then_done(stream(client, chat(max_tokens=2)), "a valid request first")
+def test_empty_messages_are_a_422(fast_client):
+    tokens_then_done(stream(fast_client, chat(max_tokens=2)), "a valid request first")
     expect_validation_error(
-        client.post("/chat/stream", json={**chat(), "messages": []}), loc=["body", "messages"]
+        fast_client.post("/chat/stream", json={**chat(), "messages": []}), loc=["body", "messages"]
     )
     body = chat()
     del body["messages"]
     expect_validation_error(
-        client.post("/chat/stream", json=body), loc=["body", "messages"], error_type="missing"
+        fast_client.post("/chat/stream", json=body), loc=["body", "messages"], error_type="missing"
     )
     expect_validation_error(
-        client.post(
+        fast_client.post(
             "/chat/stream", json={**chat(), "messages": [{"role": "wizard", "content": "hi"}]}
         ),
         loc=["body", "messages", 0, "role"],
     )
 
 
-def test_max_tokens_out_of_range_is_a_422(app, client):
-    use_model(app, get_model())  # no delay per token: 256 tokens at once
-    tokens_then_done(stream(client, chat(max_tokens=256)), "a valid request with max_tokens 256")
+def test_max_tokens_out_of_range_is_a_422(fast_client):
+    tokens_then_done(
+        stream(fast_client, chat(max_tokens=256)), "a valid request with max_tokens 256"
+    )
     for bad in (0, -1, 257):
         expect_validation_error(
-            client.post("/chat/stream", json=chat(max_tokens=bad)), loc=["body", "max_tokens"]
+            fast_client.post("/chat/stream", json=chat(max_tokens=bad)), loc=["body", "max_tokens"]
         )
 
 
-def test_message_count_and_length_are_bounded(app, client):
-    use_model(app, get_model())  # no delay per token
+def test_message_count_and_length_are_bounded(fast_client):
     longest = "word " * (MAX_CONTENT_LENGTH // 5)  # exactly MAX_CONTENT_LENGTH characters
     most = [{"role": "user", "content": longest} for _ in range(MAX_MESSAGES)]
     tokens_then_done(
-        stream(client, {"messages": most, "max_tokens": 2}),
+        stream(fast_client, {"messages": most, "max_tokens": 2}),
         f"a valid request: {MAX_MESSAGES} messages of {MAX_CONTENT_LENGTH} characters",
     )
     expect_validation_error(
-        client.post("/chat/stream", json={"messages": [*most, most[0]]}),
+        fast_client.post("/chat/stream", json={"messages": [*most, most[0]]}),
         loc=["body", "messages"],
     )
     too_long = longest + "x"
@@ -523,22 +535,21 @@ def test_message_count_and_length_are_bounded(app, client):
         ),
     ):
         expect_validation_error(
-            client.post("/chat/stream", json={"messages": messages}),
+            fast_client.post("/chat/stream", json={"messages": messages}),
             loc=["body", "messages", index, "content"],
         )
 
 
-def test_a_body_over_the_size_limit_is_a_413(app, client):
-    use_model(app, get_model())  # no delay per token
+def test_a_body_over_the_size_limit_is_a_413(fast_client):
     body = chat(max_tokens=2)
     tokens_then_done(
-        parse_sse(post_raw(client, padded(body, BODY_LIMIT)).text),
+        parse_sse(post_raw(fast_client, padded(body, BODY_LIMIT)).text),
         f"a valid body of exactly {BODY_LIMIT} bytes",
     )
     # Content-Length says it is too big: Starlette answers before any handler runs.
-    expect_status(post_raw(client, padded(body, BODY_LIMIT + 1)), 413)
+    expect_status(post_raw(fast_client, padded(body, BODY_LIMIT + 1)), 413)
     # No Content-Length (a chunked body): the limit trips while FastAPI reads it.
-    expect_status(post_raw(client, chunked(padded(body, BODY_LIMIT + 1))), 413)
+    expect_status(post_raw(fast_client, chunked(padded(body, BODY_LIMIT + 1))), 413)
 
 
 def test_the_chat_page_is_served_and_posts_to_the_stream(client):
@@ -548,8 +559,9 @@ def test_the_chat_page_is_served_and_posts_to_the_stream(client):
     expect_equal(content_type.split(";")[0].strip(), "text/html", "the content type of GET /")
     if "/chat/stream" not in response.text:
         raise AssertionError("GET / answered a page without '/chat/stream': serve chat.html.")
-    page = Path(sys.modules["app"].__file__).parent / "chat.html"
-    if response.content != page.read_bytes():  # bytes: a Windows checkout has CRLFs
+    # The given page, as this folder has it; a checkout may end its lines either way.
+    page = Path(__file__).with_name("chat.html").read_bytes().replace(b"\r\n", b"\n")
+    if response.content.replace(b"\r\n", b"\n") != page:
         raise AssertionError(
             "GET / answered a page that is not chat.html, the file beside app.py. Serve "
             f"that file. Got: {shown_body(response.text)}"
