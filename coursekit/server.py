@@ -160,6 +160,27 @@ def serve_in_thread(
 
 
 @contextmanager
+def serve_app_in_thread(app: Any, **config: Any) -> Iterator[str]:
+    """As `serve_in_thread`, for an app under test: a start-up that fails raises why.
+
+    uvicorn only logs a lifespan's exception and stops. The lifespan is then run once
+    more under the test client, which raises it; if it passes there, an AssertionError
+    says the app did not start.
+    """
+    stack = contextlib.ExitStack()
+    try:
+        base_url = stack.enter_context(serve_in_thread(app, **config))
+    except RuntimeError:
+        from fastapi.testclient import TestClient
+
+        with TestClient(app):
+            pass
+        raise AssertionError("Your app did not start under uvicorn: check its lifespan.") from None
+    with stack:
+        yield base_url
+
+
+@contextmanager
 def serve_many_in_threads(
     apps: list[Any],
     *,

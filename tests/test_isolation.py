@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,12 +59,21 @@ BREAKAGES = {
 MODES = pytest.mark.parametrize("sandboxed", [False, True], ids=["learner", "instructor"])
 
 
-def broken_copy(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
-    folder = tmp_path / STEP.slug
-    shutil.copytree(STEP.solution_dir, folder)
+def broken_copy(tmp_path: Path, edit, step: Step = STEP) -> Path:  # type: ignore[no-untyped-def]
+    """A copy of the step's solution with `edit` made to its app.py."""
+    folder = tmp_path / step.slug
+    shutil.copytree(step.solution_dir, folder)
     module = folder / "app.py"
     module.write_text(edit(module.read_text(encoding="utf-8")), encoding="utf-8")
     return folder
+
+
+def grade_only(step: Step, folder: Path, only: set[str], sandboxed: bool) -> dict[str, Any]:
+    """The records of the tests named in `only`, graded on `folder`, by test name."""
+    settings = Settings(
+        source=lambda step: folder, select=lambda step, test: test in only, sandboxed=sandboxed
+    )
+    return {record.test: record for record in grade_step(step, settings)}
 
 
 @MODES
@@ -134,21 +144,18 @@ def test_tests_on_a_fixture_built_on_app_url_run_over_http() -> None:
 def test_under_app_url_the_apps_exception_is_told_as_the_cause(
     tmp_path: Path, sandboxed: bool
 ) -> None:
-    folder = tmp_path / OPENAI_STEP.slug
-    shutil.copytree(OPENAI_STEP.solution_dir, folder)
-    module = folder / "app.py"
-    text = module.read_text(encoding="utf-8")
     route = "def embeddings(batch: EmbeddingRequest, registry: RegistryDep, _: KeyDep)"
     route += " -> EmbeddingList:\n"
+    text = (OPENAI_STEP.solution_dir / "app.py").read_text(encoding="utf-8")
     assert route in text
-    module.write_text(
-        text.replace(route, route + "    raise RuntimeError('boom')\n"), encoding="utf-8"
+    folder = broken_copy(
+        tmp_path,
+        lambda text: text.replace(route, route + "    raise RuntimeError('boom')\n"),
+        OPENAI_STEP,
     )
+    module = folder / "app.py"
     only = {"test_embeddings_match_the_embedder_in_both_formats", "test_usage_adds_up"}
-    settings = Settings(
-        source=lambda step: folder, select=lambda step, test: test in only, sandboxed=sandboxed
-    )
-    records = {r.test: r for r in grade_step(OPENAI_STEP, settings)}
+    records = grade_only(OPENAI_STEP, folder, only, sandboxed)
     assert records["test_usage_adds_up"].passed, records["test_usage_adds_up"].message
     failed = records["test_embeddings_match_the_embedder_in_both_formats"]
     line = text[: text.index(route)].count("\n") + 2
@@ -165,16 +172,10 @@ STREAMING_STEP = load_catalog().step("08")
 def test_a_dependency_app_overrides_names_must_exist_in_either_mode(
     tmp_path: Path, sandboxed: bool
 ) -> None:
-    folder = tmp_path / STREAMING_STEP.slug
-    shutil.copytree(STREAMING_STEP.solution_dir, folder)
-    module = folder / "app.py"
-    text = module.read_text(encoding="utf-8")
-    module.write_text(text.replace("get_chat_model", "the_model"), encoding="utf-8")
+    renamed = lambda text: text.replace("get_chat_model", "the_model")  # noqa: E731
+    folder = broken_copy(tmp_path, renamed, STREAMING_STEP)
     only = {"test_max_tokens_out_of_range_is_a_422"}  # a fast_client test: app_overrides
-    settings = Settings(
-        source=lambda step: folder, select=lambda step, test: test in only, sandboxed=sandboxed
-    )
-    [record] = grade_step(STREAMING_STEP, settings)
+    [record] = grade_only(STREAMING_STEP, folder, only, sandboxed).values()
     assert record.outcome == "failed", (record.outcome, record.message)
     assert record.message == "app.py must define get_chat_model (a dependency the tests replace)."
 

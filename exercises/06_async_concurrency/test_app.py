@@ -39,7 +39,7 @@ from autograder.expect import (
     expect_validation_error,
     shown,
 )
-from coursekit.server import free_port, serve_in_thread
+from coursekit.server import free_port, serve_app_in_thread, serve_in_thread
 from coursekit.upstream import Upstream, make_upstream, running_upstreams
 
 TEXT = "The battery died after an hour, but the screen is lovely."
@@ -124,17 +124,10 @@ def mounted(apps: dict[str, Any]) -> Any:
 @contextmanager
 def serve(app: Any) -> Iterator[httpx2.Client]:
     """Your app under a real uvicorn server, and an HTTP client for it (thread-safe)."""
-    stack = ExitStack()
-    try:
-        base_url = stack.enter_context(serve_in_thread(app, timeout_graceful_shutdown=1))
-    except RuntimeError:
-        # uvicorn only logs why start-up failed; running the lifespan here raises it.
-        with TestClient(app):
-            pass
-        raise AssertionError(
-            "Your app did not start under uvicorn; check lifespan() and the server's log."
-        ) from None
-    with stack, httpx2.Client(base_url=base_url, timeout=10.0) as http:
+    with (
+        serve_app_in_thread(app, timeout_graceful_shutdown=1) as base_url,
+        httpx2.Client(base_url=base_url, timeout=10.0) as http,
+    ):
         yield http
 
 
