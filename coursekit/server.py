@@ -106,9 +106,13 @@ class ThreadedServer:
         config.setdefault("log_level", "warning")
         server_class = _quick_server_class()
         self.server = server_class(uvicorn.Config(app, host=host, port=self.port, **config))
-        self.thread = threading.Thread(
-            target=self.server.run, name=f"uvicorn:{self.port}", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
+
+    def _run(self) -> None:
+        # uvicorn ends a start-up that fails with sys.exit(3), after logging why: in a
+        # thread that is only the thread's end, which `start` reports.
+        with contextlib.suppress(SystemExit):
+            self.server.run()
 
     @property
     def base_url(self) -> str:

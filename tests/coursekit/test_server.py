@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from coursekit.server import serve_in_thread, serve_many_in_threads
+from coursekit.server import serve_app_in_thread, serve_in_thread, serve_many_in_threads
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -62,3 +62,23 @@ def test_servers_stop_in_well_under_uvicorns_tick() -> None:
         with serve_many_in_threads([hello, hello]) as urls:
             assert len(urls) == 2
     assert time.monotonic() - start < 1.5
+
+
+def test_an_app_whose_start_up_fails_raises_why() -> None:
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        raise LookupError("no model file")
+        yield
+
+    # uvicorn only logs it; serve_app_in_thread raises the lifespan's own exception.
+    with (
+        pytest.raises(LookupError, match="no model file"),
+        serve_app_in_thread(FastAPI(lifespan=lifespan)),
+    ):
+        pass
+    with serve_app_in_thread(hello) as url:  # a start-up that succeeds serves as before
+        assert httpx.get(url, timeout=5).text == "hello"
