@@ -133,6 +133,9 @@ class ChildPlugin:
     # -- pytest hooks -----------------------------------------------------------------
 
     def pytest_configure(self, config: pytest.Config) -> None:
+        from autograder.warm import share_tls_context
+
+        share_tls_context()
         if self.job.remote:  # none of the submission's code runs here, nor may reach in
             from autograder.sandbox import refuse_debuggers
 

@@ -143,3 +143,21 @@ def _parse_models() -> None:
         for model in available_models():
             load_model(model)
         reset_load_counts()  # a child's counts start at zero, as in a fresh process
+
+
+def share_tls_context() -> None:
+    """Build httpcore2's default TLS context once in this process, not once per client.
+
+    Each new httpx2 client loads the system's CA certificates into a new context: 20 to
+    50 ms of CPU. The apps the tests start open a client at each start-up (step 06's,
+    in every test), and so do many tests. An `ssl.SSLContext` is made to be shared, and
+    nothing the course's apps or tests do changes it. Never raises.
+    """
+    with contextlib.suppress(Exception):
+        import functools
+
+        import httpcore2
+
+        original = httpcore2.default_ssl_context
+        if not hasattr(original, "cache_info"):
+            httpcore2.default_ssl_context = functools.cache(original)

@@ -11,9 +11,7 @@ that hold their answers back, permits the test holds, never by a stopwatch.
 """
 
 import asyncio
-import functools
 import json
-import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,7 +20,6 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from time import monotonic
 from typing import Annotated, Any
 
-import httpcore2
 import httpx2
 import pytest
 from fastapi import Depends
@@ -50,15 +47,6 @@ JSON_HEADERS = {"content-type": "application/json"}
 Configure = Callable[..., Any]
 
 
-@functools.cache
-def tls_context(*, _trust_env: bool = True) -> ssl.SSLContext:
-    """httpcore2's default TLS context, built once instead of once per client."""
-    return DEFAULT_TLS_CONTEXT(_trust_env=_trust_env)
-
-
-DEFAULT_TLS_CONTEXT = httpcore2.default_ssl_context
-
-
 def environment(urls: list[str], *, timeout: float = 5.0, max_in_flight: int = 8) -> dict[str, str]:
     """The ENSEMBLE_* variables an operator would set."""
     return {
@@ -71,10 +59,6 @@ def environment(urls: list[str], *, timeout: float = 5.0, max_in_flight: int = 8
 @pytest.fixture
 def configured_module(monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]) -> Configure:
     """Set the ENSEMBLE_* variables as an operator would, then import app.py afresh."""
-    # For speed only: every httpx2 client loads the system's CA certificates into a new
-    # TLS context (20-50 ms of CPU), and these tests start your app, so your client, more
-    # than a dozen times. The upstreams speak plain HTTP; nothing here uses TLS.
-    monkeypatch.setattr(httpcore2, "default_ssl_context", tls_context)
 
     def configure(urls: list[str], **settings: Any) -> Any:
         for name, value in environment(urls, **settings).items():
