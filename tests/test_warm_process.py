@@ -192,3 +192,23 @@ def test_a_warm_process_that_does_not_greet_is_passed_over(tmp_path: Path, monke
     finally:
         listener.close()
     assert code == 0 and int(reported.read_text()) == os.getpid()
+
+
+def test_the_shared_tls_context_is_one_and_still_verifies() -> None:
+    import subprocess
+    import sys
+
+    # In a process of its own: the grading child and the app's process share it so.
+    code = (
+        "import ssl, httpx2\n"
+        "from autograder.warm import share_tls_context\n"
+        "share_tls_context(); share_tls_context()\n"
+        "a, b = (httpx2.Client()._transport._pool._ssl_context for _ in range(2))\n"
+        "assert a is b, 'a new context per client'\n"
+        "assert a.verify_mode == ssl.CERT_REQUIRED and a.check_hostname, 'not verifying'\n"
+        "print('ok')\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.stdout.strip() == "ok", completed.stderr
