@@ -84,7 +84,7 @@ class ChildPlugin:
         self._server_errors: list[BaseException] = []  # what the app raised, this test
         self._environment = dict(os.environ)  # to name what a test changed
         self._not_learner_modules: dict[str, Any] = {}  # see forget_learner_modules
-        self._remote_served: Any = None  # remote.serving's, while a test's app_url runs
+        self._remote_served: Any = None  # the last app `app_url`/`app_server` served, this test
 
     # -- events ---------------------------------------------------------------------
 
@@ -224,6 +224,7 @@ class ChildPlugin:
         started = time.perf_counter()
         self._outcomes.pop(item.nodeid, None)
         self._server_errors.clear()
+        self._remote_served = None
         result = yield
         explanation = self._outcomes.get(item.nodeid, Explanation("passed", ""))
         output = self._printed.pop(item.nodeid, "")
@@ -355,11 +356,9 @@ class ChildPlugin:
             from autograder import remote
 
             with remote.serving(self.step, self.source, settings, env, overrides) as served:
+                # Kept after the server ends: a test may fail later on what it answered.
                 self._remote_served = served
-                try:
-                    yield served.url
-                finally:
-                    self._remote_served = None
+                yield served.url
             return
         from autograder.appserver import use_overrides, use_settings
         from coursekit.server import serve_in_thread

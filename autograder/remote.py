@@ -195,6 +195,7 @@ class _Served:
         self.errors: list[ServerFailure] = []
         self.source, self.given = source, step.given
         self.url = ""  # once it serves
+        self.stopped = False
         # Neither the grading job (where its events go) nor the warm process's socket.
         inherited = {
             name: value
@@ -241,9 +242,7 @@ class _Served:
 
     def check(self) -> None:
         """Raise the first exception the app reported since the last check."""
-        for message in self.report.read():
-            if "server_error" in message:
-                self.errors.append(_failure(message["server_error"]))
+        self._read_errors()
         if self.errors:
             raise self.errors.pop(0)
 
@@ -270,19 +269,29 @@ class _Served:
         process stopped, or the app raised (its exception told first, then what the test
         saw of it, as a grading child tells an app's exception under a real server)."""
         own = explain_test_failure(exc, self.source, self.given)
-        for message in self.report.read():
-            if "server_error" in message:
-                self.errors.append(_failure(message["server_error"]))
-        try:
-            self.check_alive()
-        except ServerFailure as stopped:
-            return stopped.explanation
+        if not self.stopped:  # still serving: what it reported since, and whether it died
+            self._read_errors()
+            try:
+                if self.process.poll() is not None or own.outcome != "failed":
+                    self.check_alive()  # a cut connection: the process may be ending
+            except ServerFailure as stopped:
+                return stopped.explanation
         if self.errors and own.outcome == "failed":
             cause = self.errors[0].explanation
             return replace(caused_by(cause, own.message), waited=own.waited or cause.waited)
         return own
 
+    def _read_errors(self) -> None:
+        for message in self.report.read():
+            if "server_error" in message:
+                self.errors.append(_failure(message["server_error"]))
+
     def stop(self) -> None:
+        """End the app's process; what it reported until then stays for `explain` (a
+        test may fail after its server is gone, on what that server answered)."""
+        if not self.stopped:
+            self._read_errors()
+            self.stopped = True
         self.process.kill()
         self.report.close()
 
