@@ -196,7 +196,8 @@ def deployment(redis_url: str) -> Iterator[Deployment]:
         processes: list[subprocess.Popen[bytes]] = []
         stack.callback(_stop, processes)
         uvicorn = ["uvicorn", "app:app", "--workers", "2", "--host", "127.0.0.1"]
-        uvicorn += ["--port", str(port), "--log-level", "warning"]
+        # Its info lines say when each worker has started (below); not one per request.
+        uvicorn += ["--port", str(port), "--log-level", "info", "--no-access-log"]
         celery = ["celery", "-A", "tasks:celery_app", "worker", "--pool", "solo"]
         celery += ["--concurrency", "1", "--without-gossip", "--without-mingle"]
         celery += ["--without-heartbeat", "--loglevel", "warning", "-n", f"capstone-{port}@%h"]
@@ -229,6 +230,20 @@ def deployment(redis_url: str) -> Iterator[Deployment]:
                         f"{START_TIMEOUT:g} s: {_tail(log)}"
                     ) from None
                 time.sleep(0.02)
+        # One worker answering is not both: on a busy machine the second can still be
+        # starting, and every connection would then go to the first. uvicorn says
+        # "Application startup complete." once per worker.
+        while log.read_text(errors="replace").count("Application startup complete.") < 2:
+            if processes[0].poll() is not None or "startup failed" in log.read_text(
+                errors="replace"
+            ):
+                break  # the tests say what they see of it
+            if time.monotonic() > deadline:
+                raise OutOfTime(
+                    f"`uvicorn app:app --workers 2`: only one worker started within "
+                    f"{START_TIMEOUT:g} s: {_tail(log)}"
+                )
+            time.sleep(0.02)
         yield running
 
 
