@@ -3,9 +3,9 @@
     python -m autograder.appserver STEP SOURCE REPORT [--import-only] [--settings JSON]
         [--overrides JSON]
 
-In an instructor's run (`--source-root`), a step's tests that talk to the app only
-through `client` run in a grading process that never imports the submission (see
-`autograder.remote`). For each such test, that process starts this one, which puts
+In an instructor's run (`--source-root`), a step's tests that talk to the app only over
+HTTP (`client`, `app_url`, `app_server`) run in a grading process that never imports the
+submission (see `autograder.remote`). For each such test, that process starts this one, which puts
 SOURCE first on `sys.path`, imports the step's modules as a grading child would, and
 serves the app with uvicorn on a free loopback port, its lifespan run. With
 `--settings '["MODULE", {VALUES}]'` (the grader's, from the course's test file), the app's

@@ -10,9 +10,10 @@ job in the environment variable `AUTOGRADER_CHILD`. This plugin then
 3. offers the fixtures the graded tests use: `exercise`, `app`, `client`, `live_server`,
    `app_url`, `app_server`.
 
-A remote job (an instructor's run of the tests that use only `client`, see
-`autograder.remote`) does none of 1: its `client` talks HTTP to the app served in a
-process of its own, and this process never imports the submission's code.
+A remote job (an instructor's run of the tests that reach the app only over HTTP, see
+`autograder.remote`) does none of 1: its `client`, `app_url` and `app_server` talk HTTP
+to the app served in a process of its own, and this process never imports the
+submission's code.
 """
 
 from __future__ import annotations
@@ -325,9 +326,8 @@ class ChildPlugin:
         Where the test file has a fixture `app_settings` giving `(MODULE, VALUES)`, the
         app's MODULE.get_settings answers MODULE.Settings(**VALUES); with a fixture
         `app_overrides` giving `[("module:name", "coursekit.m:f")]`, the app's dependency
-        module.name answers the course's m.f. In a remote job the
-        app is served by a process of its own (`autograder.remote.serving`), set up the
-        same way.
+        module.name answers the course's m.f. In a remote job the app is served by a
+        process of its own (`autograder.remote.serving`), set up the same way.
         """
         with self._serving(request, {}) as base_url:
             yield base_url
@@ -361,7 +361,7 @@ class ChildPlugin:
                 yield served.url
             return
         from autograder.appserver import use_overrides, use_settings
-        from coursekit.server import serve_in_thread
+        from coursekit.server import serve_app_in_thread
 
         module_name, _, attribute = self.step.app.partition(":")
         module = self.import_fresh(module_name)
@@ -371,19 +371,7 @@ class ChildPlugin:
         if settings:
             use_settings(app, *settings)
         use_overrides(app, overrides)
-        stack = contextlib.ExitStack()
-        try:
-            base_url = stack.enter_context(serve_in_thread(app, timeout_graceful_shutdown=1))
-        except RuntimeError:
-            # uvicorn only logs why start-up failed; run here, the lifespan raises it.
-            from fastapi.testclient import TestClient
-
-            with TestClient(app):
-                pass
-            raise AssertionError(
-                "Your app did not start under uvicorn: check its lifespan."
-            ) from None
-        with stack:
+        with serve_app_in_thread(app, timeout_graceful_shutdown=1) as base_url:
             yield base_url
 
     @pytest.fixture

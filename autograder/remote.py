@@ -2,8 +2,9 @@
 
 In an instructor's run (`--source-root`) of a step marked `over_http` in course.toml,
 the graded tests that reach the app only over HTTP (through the grader's `client`,
-`app_url` or `app_server` fixture) run in a grading child that never imports the submission's code:
-nothing the submission does can change how those tests run or what their results say.
+`app_url` or `app_server` fixture) run in a grading child that never imports the
+submission's code: nothing the submission does can change how those tests run or what
+their results say.
 For each test, that child starts the step's app in another process
 (`autograder.appserver`: sandboxed like any child of such a run, killed when the test
 ends, and what it started with the run at the latest).
@@ -16,8 +17,9 @@ can tell:
 
 `app_url` is its base URL, as under the real server a grading child starts: an exception
 of the app is a 500 to the test, and the cause a failure is told with. The test file's
-`app_settings` fixture (the settings `get_settings` answers) is applied in the app's
-process; `app_server(env)` starts it with those environment variables added.
+`app_settings` (the settings `get_settings` answers) and `app_overrides` (dependencies
+swapped for the course's own callables) are applied in the app's process;
+`app_server(env)` starts it with those environment variables added.
 
 Either way, a module that cannot be imported, or an app whose start-up fails, is
 reported as in a grading child, and what the app printed comes with the test's result.
