@@ -2,14 +2,14 @@
 
 Run them with `pytest exercises/10_openai_api`. Points and hints live in course.toml.
 Your app runs under a real uvicorn server on loopback: a fresh one for each test that only
-talks to it (`served`, the grader's `app_url`), one shared by the tests that swap its models
-(`served_here`). Most tests talk to it with the official
-`openai` client, its strict response validation on: a field missing or of the wrong type
-in your answer raises in the client, as it would in any application that uses it. Some
-read the raw HTTP, for the parts of the wire format the client forgives. Tests that need
-other models swap the registry (`service.get_registry`) with `app.dependency_overrides`;
-`coursekit.llm.GatedLM` lets a test hold every token after the first, so streaming and
-disconnects are checked by what the model did, never by a stopwatch.
+talks to it (`served`, the grader's `app_url`), one shared by the tests that swap its
+models (`served_here`). Most tests talk to it with the official `openai` client, its
+strict response validation on: a field missing or of the wrong type in your answer raises
+in the client, as it would in any application that uses it. Some read the raw HTTP, for
+the parts of the wire format the client forgives. Tests that need other models swap the
+registry (`service.get_registry`) with `app.dependency_overrides`; `coursekit.llm.GatedLM`
+lets a test hold every token after the first, so streaming and disconnects are checked by
+what the model did, never by a stopwatch.
 """
 
 from __future__ import annotations
