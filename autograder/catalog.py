@@ -13,6 +13,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG_FILE = ROOT / "course.toml"
+# The only solutions a grading run reads: step 15 grades the learner's suite on the
+# course's reference service and mutants of it. grade-class's private grader and the
+# Gradescope zip ship these and no other solution.
+GRADING_REFERENCES = ("solutions/15_capstone",)
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,9 @@ class Step:
     # Servers the step's tests need besides the learner's app ("redis": a Redis-compatible
     # server, see coursekit.redis_server). Where one is missing the step says so once.
     services: tuple[str, ...] = field(default=())
-    # In an instructor's run, the tests that use only `client` run in a process of the
-    # grader's own, over HTTP to the app in the submission's (see autograder.remote).
+    # In an instructor's run, the tests that reach the submission only from outside (over
+    # HTTP, or running its files in processes of their own) run in a process of the
+    # grader's own, which never imports it (see autograder.remote).
     over_http: bool = False
     tests: tuple[GradedTest, ...] = field(default=())
 

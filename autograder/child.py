@@ -8,11 +8,12 @@ job in the environment variable `AUTOGRADER_CHILD`. This plugin then
 2. runs the selected tests, writing `start` before each one and `result` after it, so
    the parent knows which test was running if the process hangs or dies;
 3. offers the fixtures the graded tests use: `exercise`, `app`, `client`, `live_server`,
-   `app_url`, `app_server`.
+   `app_url`, `app_server`, `graded_folder`.
 
 A remote job (an instructor's run of the tests that reach the app only over HTTP, see
 `autograder.remote`) does none of 1: its `client`, `app_url` and `app_server` talk HTTP
-to the app served in a process of its own, and this process never imports the
+to the app served in a process of its own, `graded_folder` names the folder for tests
+that run its files in processes of their own, and this process never imports the
 submission's code.
 """
 
@@ -374,6 +375,14 @@ class ChildPlugin:
         with serve_app_in_thread(app, timeout_graceful_shutdown=1) as base_url:
             yield base_url
 
+    @staticmethod  # a method of the plugin's instance, pytest warns, may not be per session
+    @pytest.fixture(scope="session")
+    def graded_folder(request: pytest.FixtureRequest) -> Path:
+        """The folder being graded, for a test that runs its files in processes of its
+        own (step 12's suites, step 15's deployment) and imports none of them here: in a
+        remote job too, where the course's copy of the step is what `import` would find."""
+        return folder_being_graded(request.config)
+
     @pytest.fixture
     def live_server(self, app: Any) -> Iterator[str]:
         """The app under a real uvicorn server on a free loopback port: its base URL."""
@@ -381,6 +390,15 @@ class ChildPlugin:
 
         with serve_in_thread(app, timeout_graceful_shutdown=1) as base_url:
             yield base_url
+
+
+def folder_being_graded(config: pytest.Config) -> Path:
+    """The `graded_folder` fixture's folder, for the course's code that runs outside a
+    fixture (step 15's conftest.py starts its suite runs once the tests are collected)."""
+    plugin = config.pluginmanager.get_plugin("autograder-child")
+    if not isinstance(plugin, ChildPlugin):
+        raise RuntimeError("the graded folder is known only in a grading child")
+    return plugin.source
 
 
 def _app_settings(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]] | None:

@@ -16,11 +16,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.catalog import ROOT
+from autograder.catalog import GRADING_REFERENCES, ROOT
 
 # What decides a grade: the grader, the course's runtime, the graded tests and the given
-# modules beside them, the catalog. Data and notebooks are not imported while grading.
-GUARDED = ("autograder", "coursekit", "exercises")
+# modules beside them, the catalog, step 15's reference service (the learner's suite is
+# graded on it). Data and notebooks are not imported while grading.
+GUARDED = ("autograder", "coursekit", "exercises", *GRADING_REFERENCES)
 GUARDED_FILES = ("course.toml", "pyproject.toml")
 SUFFIXES = (".py", ".toml", ".json", ".ini", ".cfg", ".pth", ".csv", ".txt", ".skops")
 SKIPPED = ("__pycache__",)

@@ -1,10 +1,11 @@
 """An instructor's tests over HTTP: the submission's app in a process of its own.
 
 In an instructor's run (`--source-root`) of a step marked `over_http` in course.toml,
-the graded tests that reach the app only over HTTP (through the grader's `client`,
-`app_url` or `app_server` fixture) run in a grading child that never imports the
-submission's code: nothing the submission does can change how those tests run or what
-their results say.
+the graded tests that reach the submission only from outside run in a grading child that
+never imports the submission's code: nothing the submission does can change how those
+tests run or what their results say. Most reach the app over HTTP (through the grader's
+`client`, `app_url` or `app_server` fixture); a few run the files of the grader's
+`graded_folder` in processes of their own (step 12's suites, step 15's deployment).
 For each test, that child starts the step's app in another process
 (`autograder.appserver`: sandboxed like any child of such a run, killed when the test
 ends, and what it started with the run at the latest).
@@ -51,10 +52,17 @@ from autograder.messages import Explanation, caused_by, crashed_message, explain
 from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
 
 GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url", "app_server"})
-# The grader's fixtures a remote job serves over HTTP (see `autograder.child`), and
-# pytest's own that a test may take beside them (a scratch folder is the grader's side).
-OVER_HTTP_FIXTURES = frozenset({"client", "app_url", "app_server", "tmp_path"})
+# The grader's fixtures a remote job serves over HTTP, or that name the graded folder
+# for a test that runs it in processes of its own (see `autograder.child`), and pytest's
+# own that a test may take beside them (a scratch folder, the test's request: the
+# grader's side).
+OVER_HTTP_FIXTURES = frozenset(
+    {"client", "app_url", "app_server", "graded_folder", "tmp_path", "request"}
+)
 CONFIGURING = ("app_settings", "app_overrides")  # a test file's, read by `app_url`
+# Names by which a test or fixture would import a module itself, or reach the grader's
+# in-process fixtures: it stays in the submission's process.
+IMPORTING = frozenset({"import_module", "find_spec", "__import__", "modules", "getfixturevalue"})
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
 
@@ -64,10 +72,13 @@ def http_only_tests(step: Step) -> frozenset[str]:
     """The step's graded tests that reach the app only over HTTP (read from the course's
     own test files, never the submission's).
 
-    A test qualifies when each of its fixtures is `client`, `app_url`, `app_server` or
-    `tmp_path`, or a fixture of its own file whose fixtures qualify in turn (step 10's
-    `served` wraps `app_url`). A file whose `app_settings` or `app_overrides` does not
-    qualify, or that has an autouse fixture, has no such test.
+    A test qualifies when each of its fixtures is `client`, `app_url`, `app_server`,
+    `graded_folder`, `tmp_path` or `request`, or a fixture of its own file (plain, or
+    one per module) whose fixtures qualify in turn (step 10's `served` wraps `app_url`;
+    step 15's `deployment` runs the graded folder's app under uvicorn), and neither it
+    nor those fixtures import one of the step's modules (or any by name) in their body.
+    A file whose `app_settings` or `app_overrides` does not qualify, or that has an
+    autouse fixture, has no such test.
     """
     if not step.over_http:
         return frozenset()
@@ -96,8 +107,38 @@ def http_only_tests(step: Step) -> frozenset[str]:
         return fixture_decorator(node) is not None
 
     def plain_fixture(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-        # @pytest.fixture alone: a scope or autouse would change when and where it runs.
-        return len(node.decorator_list) == 1 and isinstance(fixture_decorator(node), ast.Attribute)
+        # @pytest.fixture, or one per module (step 15's deployment): autouse, or a
+        # parametrization, would change which tests it runs for and what it gives them.
+        decorator = fixture_decorator(node)
+        if len(node.decorator_list) != 1 or decorator is None:
+            return False
+        if isinstance(decorator, ast.Attribute):
+            return True
+        return (
+            isinstance(decorator, ast.Call)
+            and not decorator.args
+            and [keyword.arg for keyword in decorator.keywords] == ["scope"]
+            and isinstance(decorator.keywords[0].value, ast.Constant)
+            and decorator.keywords[0].value.value == "module"
+        )
+
+    def imports_itself(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+        # In a remote job the course's copy of the step is what an import finds: a test or
+        # fixture that imports one of the step's modules itself, or any module by name at
+        # run time (step 10's shared `server`), needs the submission's, in its process.
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.ImportFrom) and (
+                inner.level or (inner.module or "").split(".")[0] in step.modules
+            ):
+                return True
+            if isinstance(inner, ast.Import) and any(
+                alias.name.split(".")[0] in step.modules for alias in inner.names
+            ):
+                return True
+            name = inner.id if isinstance(inner, ast.Name) else getattr(inner, "attr", None)
+            if name in IMPORTING:
+                return True
+        return False
 
     # The grader's `client` is built on its `app`, on its `exercise`: a conftest.py that
     # defines one of them configures the app in-process for every file of the step.
@@ -110,7 +151,11 @@ def http_only_tests(step: Step) -> frozenset[str]:
         declared = [node for node in nodes if is_fixture(node)]
         if any("autouse" in ast.unparse(fixture_decorator(node) or node) for node in declared):
             continue  # an autouse fixture would run in the grader's process for every test
-        fixtures = {node.name: parameters(node) for node in declared if plain_fixture(node)}
+        fixtures = {
+            node.name: parameters(node)
+            for node in declared
+            if plain_fixture(node) and not imports_itself(node)
+        }
         # Fixtures of this file that reach the app only over HTTP, to a fixed point. One
         # that takes a grader's fixture's name (step 05's `client`) stands for it here.
         remote = set(OVER_HTTP_FIXTURES) - {node.name for node in declared}
@@ -131,7 +176,13 @@ def http_only_tests(step: Step) -> frozenset[str]:
         for node in nodes:
             names = parameters(node)
             wrapped = all(isinstance(d, ast.Name) and d.id in wrappers for d in node.decorator_list)
-            if names and set(names) <= remote and wrapped and node.name.startswith("test_"):
+            if (
+                names
+                and set(names) <= remote
+                and wrapped
+                and node.name.startswith("test_")
+                and not imports_itself(node)
+            ):
                 found.add(node.name)
     return frozenset(found & {test.name for test in step.tests})
 

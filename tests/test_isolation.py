@@ -140,6 +140,61 @@ def test_tests_on_a_fixture_built_on_app_url_run_over_http() -> None:
     assert "test_a_missing_or_wrong_key_is_a_401_in_openais_shape" not in over
 
 
+# Which tests of a test file run apart, read from its source: each test is named after one
+# of step 01's, so the catalog knows it; its fixtures say whether it may.
+QUALIFYING = """
+import importlib
+import pytest
+
+@pytest.fixture(scope="module")
+def imported():
+    return importlib.import_module("app")  # the course's copy, in a remote job
+
+@pytest.fixture(scope="module")
+def deployed(graded_folder, request):
+    return graded_folder  # runs the folder's files in processes of their own
+
+@pytest.fixture(scope="session")
+def shared(graded_folder):
+    return graded_folder
+
+def test_health_returns_ok(imported): ...
+def test_analyze_counts_characters_and_words(deployed): ...
+def test_unique_words_ignore_case(client):
+    from app import app
+def test_top_words_are_ranked_by_count_then_alphabetically(client):
+    import asyncio
+def test_punctuation_stays_part_of_a_word(shared): ...
+def test_the_readme_example_is_answered_exactly(graded_folder, tmp_path, monkeypatch): ...
+"""
+
+
+def test_which_tests_run_apart_is_read_from_their_fixtures_and_bodies(tmp_path: Path) -> None:
+    (tmp_path / "test_app.py").write_text(QUALIFYING, encoding="utf-8")
+
+    class Elsewhere(Step):  # step 01, its tests read from this file
+        @property
+        def exercise_dir(self) -> Path:
+            return tmp_path
+
+    step = Elsewhere(**{name: getattr(STEP, name) for name in STEP.__dataclass_fields__})
+    assert http_only_tests(step) == {
+        "test_analyze_counts_characters_and_words",  # a fixture per module, on graded_folder
+        "test_top_words_are_ranked_by_count_then_alphabetically",  # imports no step module
+    }
+
+
+def test_a_suite_and_a_deployment_run_apart() -> None:
+    # Step 12's suites and step 15's deployment run the graded folder's files in
+    # processes of their own; step 15's tests that run `create_app()` here stay.
+    suite, capstone = load_catalog().step("12"), load_catalog().step("15")
+    assert http_only_tests(suite) == {test.name for test in suite.tests}
+    over = http_only_tests(capstone)
+    assert "test_a_session_continues_through_the_other_worker" in over  # `deployment`
+    assert "test_catches_other_users_job" in over  # `runs`
+    assert "test_concurrent_predictions_share_model_calls" not in over  # `service_here`
+
+
 @MODES
 def test_under_app_url_the_apps_exception_is_told_as_the_cause(
     tmp_path: Path, sandboxed: bool
@@ -449,14 +504,19 @@ FORGERIES = {
 # order of events are what catch a forgery. Step 01 is `over_http`: its tests run where
 # the submission's code cannot reach them (autograder/remote.py).
 IN_PROCESS_STEP = load_catalog().step("07")
+FUTURE = "from __future__ import annotations\n"
 
 
-def grade_forged(tmp_path: Path, step: Step, forgery: str, start: Path) -> tuple[int, str]:
-    """The score and output of an instructor's run of `start`'s app.py with `forgery` on top."""
+def grade_forged(
+    tmp_path: Path, step: Step, forgery: str, start: Path, module: str = "app.py"
+) -> tuple[int, str]:
+    """The score and output of an instructor's run of `start`'s `module` with `forgery` on top."""
     root = tmp_path / "submission"
     shutil.copytree(start, root / step.slug)
-    app = root / step.slug / "app.py"
-    app.write_text(FORGERIES[forgery] + app.read_text(encoding="utf-8"), encoding="utf-8")
+    forged = root / step.slug / module
+    # On top, after a `from __future__` import (which must come first) if there is one.
+    head, future, rest = forged.read_text(encoding="utf-8").rpartition(FUTURE)
+    forged.write_text(head + future + FORGERIES[forgery] + rest, encoding="utf-8")
     results = tmp_path / "results.json"
     command = [sys.executable, "-m", "autograder", "grade", step.id, "--source-root"]
     completed = subprocess.run(
@@ -501,6 +561,27 @@ def test_a_forgery_over_http_cannot_lower_a_correct_submissions_score(
     # The same lines on top of the solution: its tests ran apart, so it scores what it earns.
     score, output = grade_forged(tmp_path, STEP, forgery, STEP.solution_dir)
     assert score == STEP.max_points, output
+
+
+# Step 12 grades the learner's suite by running it in processes of its own (a pytest per
+# version of the service): its tests take the `graded_folder`, import none of it, and so
+# run apart in an instructor's run, as tests over HTTP do.
+SUITE_STEP = load_catalog().step("12")
+
+
+@pytest.mark.parametrize("forgery", FORGERIES, ids=list(FORGERIES))
+def test_a_suite_forging_its_grade_gets_its_true_score(tmp_path: Path, forgery: str) -> None:
+    require_shipped_stubs(SUITE_STEP)
+    assert http_only_tests(SUITE_STEP) == {test.name for test in SUITE_STEP.tests}
+    score, output = grade_forged(
+        tmp_path, SUITE_STEP, forgery, SUITE_STEP.exercise_dir, module="test_service.py"
+    )
+    assert score == 0, output
+    assert "cannot be trusted" not in output, output  # it changed nothing where tests ran
+    expected = "pytest found no test in test_service.py"  # the stub's true failure
+    if forgery == "passed results appended to the report":  # no grader's job to read there
+        expected = "KeyError: 'AUTOGRADER_CHILD'"
+    assert expected in output, output
 
 
 # A submission that takes what the machine has: each starts from the solution, whose

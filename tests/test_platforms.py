@@ -27,7 +27,7 @@ from autograder.records import Record
 from tests.helpers import ROOT, STEPS, require_shipped_stubs
 
 WORKFLOW = ROOT / ".github" / "workflows" / "classroom.yml"
-FIRST, SECOND = STEPS[0], STEPS[1]
+FIRST, SECOND, LAST = STEPS[0], STEPS[1], STEPS[-1]
 
 
 def autograder(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -228,7 +228,10 @@ def gradescope_root(tmp_path: Path, archive: Path) -> Path:
         names = opened.namelist()
         opened.extractall(root / "source")
     assert "setup.sh" in names and "run_autograder" in names
-    assert not any(name.startswith(("solutions/", "tests/")) for name in names)
+    # No solution but the one step 15's suite is graded on (the grade needs it).
+    solutions = {name.split("/")[1] for name in names if name.startswith("solutions/")}
+    assert solutions == {LAST.slug}, solutions
+    assert not any(name.startswith("tests/") for name in names)
     assert "requirements/grade.txt" in names
     for name in ("setup.sh", "run_autograder"):
         mode = opened.getinfo(name).external_attr >> 16
@@ -257,7 +260,8 @@ def test_gradescope_grades_only_the_learner_modules_of_a_submission(
     tmp_path: Path, gradescope_zip: Path
 ) -> None:
     root = gradescope_root(tmp_path, gradescope_zip)
-    submission = submission_of(tmp_path, FIRST, SECOND)
+    # The last step's suite is graded on the course's reference service, shipped for that.
+    submission = submission_of(tmp_path, FIRST, SECOND, LAST)
     third = submission / STEPS[2].slug
     # A submission's own tests and conftest never grade it: both would pass anything.
     (third / "test_app.py").write_text("def test_anything():\n    pass\n", encoding="utf-8")
@@ -280,10 +284,17 @@ def test_gradescope_grades_only_the_learner_modules_of_a_submission(
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"processes the submission started were still running: {left}"
-    assert results["score"] == FIRST.max_points + SECOND.max_points, results.get("output")
+    lost = [
+        test["output"][:300]
+        for test in results["tests"]
+        if test["name"][:2] == LAST.id and test["score"] < test["max_score"]
+    ]
+    assert not lost, lost
+    full = FIRST.max_points + SECOND.max_points + LAST.max_points
+    assert results["score"] == full, results.get("output")
     assert results["max_score"] == sum(step.max_points for step in STEPS)
     earned = {test["name"].split(" ", 1)[0] for test in results["tests"] if test["score"]}
-    assert earned == {FIRST.id, SECOND.id}
+    assert earned == {FIRST.id, SECOND.id, LAST.id}
     assert results["score"] == sum(test["score"] for test in results["tests"])
     assert "Graded as" in results["output"]  # which user the submission ran as
 
@@ -298,6 +309,25 @@ def test_gradescope_writes_results_on_a_timeout_and_on_a_crash(
     assert len(timed_out["tests"]) == sum(len(step.tests) for step in STEPS)
     crashed = run_autograder(root, AUTOGRADER_PYTHON="/bin/false")
     assert crashed["score"] == 0 and "failed before grading" in crashed["output"]
+
+
+def test_the_reference_a_grade_reads_is_kept_like_the_grader(tmp_path: Path) -> None:
+    # Step 15's suite is graded on the course's reference service: a submission that
+    # weakened it there would raise the grade of every student graded after it.
+    from autograder import integrity
+
+    reference = Path("solutions") / LAST.slug
+    shutil.copytree(ROOT / reference, tmp_path / reference)
+    (tmp_path / "course.toml").write_text("", encoding="utf-8")
+    kept = integrity.snapshot(tmp_path)
+    app = tmp_path / reference / "app.py"
+    original = app.read_bytes()
+    app.write_text("app = None\n", encoding="utf-8")
+    (tmp_path / reference / "sitecustomize.py").write_text("", encoding="utf-8")
+    changed = kept.changes()
+    assert changed == sorted([app, tmp_path / reference / "sitecustomize.py"])
+    kept.restore(changed)
+    assert app.read_bytes() == original and not kept.changes()
 
 
 # --- A class at once ------------------------------------------------------------------

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from autograder.catalog import ROOT, Step
+from autograder.catalog import GRADING_REFERENCES, ROOT, Step
 
 GRACE = 10.0  # seconds a stopped grader gets to end its children itself
 
@@ -137,8 +137,16 @@ def _grade_student(
     return json.loads(target.read_text(encoding="utf-8"))
 
 
-# What a grading run reads of the course; lessons, solutions and the website it does not.
-GRADER_PARTS = ("autograder", "coursekit", "exercises", "course.toml", "pyproject.toml")
+# What a grading run reads of the course; lessons, the website and all but step 15's
+# solution (its suite is graded on it) it does not.
+GRADER_PARTS = (
+    "autograder",
+    "coursekit",
+    "exercises",
+    "course.toml",
+    "pyproject.toml",
+    *GRADING_REFERENCES,
+)
 
 
 def _private_grader(folder: Path) -> Path:

@@ -1,6 +1,7 @@
 """Gradescope: build the autograder zip, and run it (`run_autograder` calls `run()`).
 
-The zip holds the course (without solutions, lessons or the course's own checks),
+The zip holds the course (without the lessons, the course's own checks or any solution
+but step 15's, on which the learner's suite is graded),
 `setup.sh`, which installs the pinned grade lock into /autograder/venv and creates an
 unprivileged user, and `run_autograder`. A run copies only the learner's modules of
 the submission (never its tests, conftest or given modules) into a fresh folder laid
@@ -26,10 +27,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from autograder.catalog import GRADING_REFERENCES, Step
 from autograder.platforms.grade_class import _descendants
 
-# What the zip leaves out of the course: what a grade never needs, and the solutions.
+# What the zip leaves out of the course: what a grade never needs, and the solutions
+# (but GRADING_REFERENCES, which a grade needs).
 LEFT_OUT = ("solutions/", "lessons/", "docs/", "tests/", "benchmarks/", ".github/", "site/")
+KEPT = tuple(f"{folder}/" for folder in GRADING_REFERENCES)
 USER = "autograder-student"
 
 SETUP_SH = f"""#!/usr/bin/env bash
@@ -69,7 +73,7 @@ exit 0
 
 
 def course_files(root: Path) -> list[str]:
-    """The course files the zip ships: tracked by git (else all), minus LEFT_OUT."""
+    """The course files the zip ships: tracked by git (else all), minus LEFT_OUT but KEPT."""
     try:
         listed = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -88,7 +92,9 @@ def course_files(root: Path) -> list[str]:
     return sorted(
         name
         for name in names
-        if not name.startswith(LEFT_OUT) and (root / name).is_file() and not name.endswith(".zip")
+        if (name.startswith(KEPT) or not name.startswith(LEFT_OUT))
+        and (root / name).is_file()
+        and not name.endswith(".zip")
     )
 
 
@@ -120,8 +126,9 @@ def _learner_folder(submission: Path, slug: str) -> Path | None:
 
 
 def assemble(submission: Path, course: Path, target: Path) -> list[str]:
-    """Lay out `target` like exercises/: the submission's learner modules, the course's
-    given ones; a learner module the submission lacks stays the stub. Notes for the log."""
+    """Lay out `target` like exercises/: the submission's learner modules and other
+    modules of its own, the course's given ones; a learner module the submission lacks
+    stays the stub. Notes for the log."""
     from autograder.catalog import load_catalog
 
     notes = []
@@ -138,7 +145,26 @@ def assemble(submission: Path, course: Path, target: Path) -> list[str]:
                 shutil.copyfile(source, folder / f"{module}.py")
             else:
                 notes.append(f"{step.id}: no {module}.py in the submission, graded as the stub")
+        for source in _own_modules(step, mine):
+            shutil.copyfile(source, folder / source.name)
     return notes
+
+
+def _own_modules(step: Step, mine: Path | None) -> list[Path]:
+    """The submission's other modules of a step: those the step suggests (step 15's
+    `chat.py`, ...) and any it added. Never a given module, a test file or a conftest.py:
+    the course's files grade it."""
+    if mine is None:
+        return []
+    return [
+        path
+        for path in sorted(mine.glob("*.py"))
+        if path.stem not in step.modules
+        and path.name != "conftest.py"
+        and not path.stem.startswith("test_")
+        and not path.stem.endswith("_test")
+        and path.is_file()
+    ]
 
 
 def _zero_results(reason: str) -> dict[str, object]:

@@ -4,7 +4,8 @@ Run them with `pytest exercises/04_errors`. Points and hints live in course.toml
 fixtures come from the grader: `app` is the app in your app.py, freshly imported for
 each test (with your errors.py and registry.py), and `client` is a `TestClient` on it,
 inside its lifespan (so your start-up code has run). `exercise("app")` imports your
-app.py afresh.
+app.py afresh. `http_client` talks to your app under a real uvicorn server (the grader's
+`app_url`), where an exception of yours is the 500 a client gets.
 
 Every test of a 4xx first shows that a valid request succeeds, then checks the status
 AND the error body: {"error": {"code": ..., "message": ..., "details": [...]}}.
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
+import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -56,7 +58,15 @@ def a_wine() -> dict[str, float]:
     return {name: float(value) for name, value in zip(WINE_FEATURES, row, strict=True)}
 
 
-def post_raw(client: TestClient, path: str, content: bytes | Iterator[bytes]) -> httpx.Response:
+@pytest.fixture
+def http_client(app_url: str) -> Iterator[httpx.Client]:
+    """Your app under a real uvicorn server (the grader's `app_url`): an exception of yours
+    is the 500 a client gets, not an error raised into the test."""
+    with httpx.Client(base_url=app_url, timeout=None) as http:
+        yield http
+
+
+def post_raw(client: Any, path: str, content: bytes | Iterator[bytes]) -> httpx.Response:
     """POST bytes as JSON: how a test sends NaN, broken JSON or a streamed body."""
     return client.post(path, content=content, headers=JSON_HEADERS)
 
@@ -194,32 +204,31 @@ def expect_finite_number_errors(response: httpx.Response, features: list[str]) -
         )
 
 
-def test_nan_and_infinity_are_422s_not_500s(app):
+def test_nan_and_infinity_are_422s_not_500s(http_client):
     wine = json.dumps(a_wine())
-    with TestClient(app, raise_server_exceptions=False) as client:
-        expect_json(post_raw(client, "/wine/predict", wine.encode()))
-        # Python's JSON parser reads these tokens as floats; 1e999 overflows to infinity.
-        tokens = {"alcohol": "NaN", "ash": "Infinity", "hue": "-Infinity", "proline": "1e999"}
-        bad = wine
-        for feature, token in tokens.items():
-            value = json.dumps(a_wine()[feature])
-            bad = bad.replace(f'"{feature}": {value}', f'"{feature}": {token}')
-        expect_finite_number_errors(post_raw(client, "/wine/predict", bad.encode()), list(tokens))
-        # All 13 features at once, not only the first: one detail for each.
-        # json.dumps writes these floats as the bare tokens NaN, Infinity and -Infinity.
-        for value in (float("nan"), float("inf"), float("-inf")):
-            body = json.dumps(dict.fromkeys(WINE_FEATURES, value)).encode()
-            response = post_raw(client, "/wine/predict", body)
-            expect_finite_number_errors(response, list(WINE_FEATURES))
-        nan_hue = wine.replace('"hue": 1.04', '"hue": NaN')
-        batch = f'{{"instances": [{wine}, {nan_hue}]}}'
-        expect_invalid(
-            post_raw(client, "/wine/predict/batch", batch.encode()),
-            ["body", "instances", 1, "hue"],
-            "finite_number",
-        )
-        # A NaN where a string belongs: the error's input is NaN, and must not become a 500.
-        expect_invalid(post_raw(client, "/tickets/predict", b'{"text": NaN}'), ["body", "text"])
+    expect_json(post_raw(http_client, "/wine/predict", wine.encode()))
+    # Python's JSON parser reads these tokens as floats; 1e999 overflows to infinity.
+    tokens = {"alcohol": "NaN", "ash": "Infinity", "hue": "-Infinity", "proline": "1e999"}
+    bad = wine
+    for feature, token in tokens.items():
+        value = json.dumps(a_wine()[feature])
+        bad = bad.replace(f'"{feature}": {value}', f'"{feature}": {token}')
+    expect_finite_number_errors(post_raw(http_client, "/wine/predict", bad.encode()), list(tokens))
+    # All 13 features at once, not only the first: one detail for each.
+    # json.dumps writes these floats as the bare tokens NaN, Infinity and -Infinity.
+    for value in (float("nan"), float("inf"), float("-inf")):
+        body = json.dumps(dict.fromkeys(WINE_FEATURES, value)).encode()
+        response = post_raw(http_client, "/wine/predict", body)
+        expect_finite_number_errors(response, list(WINE_FEATURES))
+    nan_hue = wine.replace('"hue": 1.04', '"hue": NaN')
+    batch = f'{{"instances": [{wine}, {nan_hue}]}}'
+    expect_invalid(
+        post_raw(http_client, "/wine/predict/batch", batch.encode()),
+        ["body", "instances", 1, "hue"],
+        "finite_number",
+    )
+    # A NaN where a string belongs: the error's input is NaN, and must not become a 500.
+    expect_invalid(post_raw(http_client, "/tickets/predict", b'{"text": NaN}'), ["body", "text"])
 
 
 def test_a_body_that_is_not_json_is_a_422_and_bad_bytes_a_400(client):
@@ -390,33 +399,32 @@ BODIES = st.one_of(
 )
 
 
-def test_random_bodies_never_cause_a_500(app):
-    with TestClient(app, raise_server_exceptions=False) as client:
-        expect_json(client.post("/tickets/predict", json=TICKET))
+def test_random_bodies_never_cause_a_500(http_client):
+    expect_json(http_client.post("/tickets/predict", json=TICKET))
 
-        @settings(
-            derandomize=True,
-            database=None,
-            # Enough to meet bodies of every kind (a handler that answers 400, a route that
-            # trusts its input); the NaN and the per-feature cases have their own test.
-            max_examples=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        )
-        @given(path=st.sampled_from(PREDICTION_ROUTES), body=BODIES)
-        def never_a_500(path: str, body: Any) -> None:
-            # json.dumps writes NaN and Infinity as bare tokens, as a sloppy client would.
-            response = post_raw(client, path, json.dumps(body).encode())
-            if response.status_code == 200:
-                return
-            if response.status_code != 422:
-                raise AssertionError(
-                    f"{describe(response)} answered {response.status_code}: a bad body is a "
-                    f"422, never a {response.status_code}. Body: {shown_body(response.text)}"
-                )
-            expect_error(response, 422, "validation_error")
+    @settings(
+        derandomize=True,
+        database=None,
+        # Enough to meet bodies of every kind (a handler that answers 400, a route that
+        # trusts its input); the NaN and the per-feature cases have their own test.
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(path=st.sampled_from(PREDICTION_ROUTES), body=BODIES)
+    def never_a_500(path: str, body: Any) -> None:
+        # json.dumps writes NaN and Infinity as bare tokens, as a sloppy http_client would.
+        response = post_raw(http_client, path, json.dumps(body).encode())
+        if response.status_code == 200:
+            return
+        if response.status_code != 422:
+            raise AssertionError(
+                f"{describe(response)} answered {response.status_code}: a bad body is a "
+                f"422, never a {response.status_code}. Body: {shown_body(response.text)}"
+            )
+        expect_error(response, 422, "validation_error")
 
-        never_a_500()
+    never_a_500()
 
 
 def test_openapi_documents_the_error_responses(client):

@@ -7,6 +7,8 @@ as the graded tests are collected, beside the service's own tests (`test_app.py`
 
 import pytest
 
+from autograder.child import folder_being_graded
+
 collect_ignore = ["test_service.py"]
 
 
@@ -15,5 +17,5 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         module = getattr(item, "module", None)
         if module is not None and hasattr(module, "start_runs"):
-            module.start_runs(names)
+            module.start_runs(names, folder_being_graded(session.config))
             return

@@ -8,8 +8,10 @@ each a process of its own, and stop them at the end. They talk to it with the of
 `openai` client (sync and async) and with raw HTTP. Every answer names the worker process
 that served it (`X-Served-By`): to prove state is shared, a test opens connections until it
 holds one served by each worker (a connection stays with the worker that accepted it) and
-sends one part of a scenario through each. What depends on a gate the test holds (the
-micro-batcher, readiness, telemetry) runs your `create_app()` in this process instead.
+sends one part of a scenario through each. They find your service in the grader's
+`graded_folder`, so an instructor's run grades them in a process your code does not
+enter. What depends on a gate the test holds (the micro-batcher, readiness, telemetry)
+runs your `create_app()` in this process instead.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +47,7 @@ from autograder.expect import (
     shown,
     shown_body,
 )
+from autograder.processes import WARM_SOCKET_ENV
 from autograder.sse import parse_sse
 from coursekit.llm import get_model, prompt_tokens
 from coursekit.models import LoadedModel
@@ -178,18 +180,19 @@ def _tail(log: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployment(redis_url: str) -> Iterator[Deployment]:
-    spec = find_spec("app")
-    if spec is None or spec.origin is None:
+def deployment(redis_url: str, graded_folder: Path) -> Iterator[Deployment]:
+    if not (graded_folder / "app.py").is_file():
         raise AssertionError("There is no app.py to serve.")
-    folder = str(Path(spec.origin).parent)
+    folder = str(graded_folder)
     port = free_port()
     env = {
         **os.environ,
         **environment(redis_url),
         "PYTHONPATH": os.pathsep.join([folder, *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
+    # Neither the grading child's job (where its results go) nor the warm process's socket.
     env.pop("AUTOGRADER_CHILD", None)
+    env.pop(WARM_SOCKET_ENV, None)
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="capstone-")))
         log = scratch / "uvicorn.log"

@@ -24,7 +24,6 @@ import threading
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import Future
-from importlib.util import find_spec
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -123,8 +122,9 @@ def run_suites(suite: Path, services: list[str]) -> dict[str, Any]:
 _started: dict[str, Future[dict[str, Any]]] = {}
 
 
-def start_runs(names: set[str]) -> Future[dict[str, Any]]:
-    """Start, once, the runs that the graded tests `names` need, in a thread of their own.
+def start_runs(names: set[str], folder: Path) -> Future[dict[str, Any]]:
+    """Start, once, the runs that the graded tests `names` need, in a thread of their own,
+    for the suite of the graded `folder`.
 
     conftest.py calls it as soon as the tests are collected, so the runs go on while the
     service's tests (test_app.py) wait on the network; the `runs` fixture waits for them.
@@ -136,15 +136,15 @@ def start_runs(names: set[str]) -> Future[dict[str, Any]]:
         if "test_your_suite_passes_on_the_reference_service" in names:
             wanted |= set(BUGS)  # it needs to know that some mutant is caught
         services = ["correct", *EQUIVALENTS, *(name for name in BUGS if name in wanted)]
-        spec = find_spec("test_service")
+        suite = folder / "test_service.py"
 
         def work() -> None:
             try:
-                if spec is None or spec.origin is None:
+                if not suite.is_file():
                     raise AssertionError(
                         "There is no test_service.py to grade: it holds your suite."
                     )
-                future.set_result(run_suites(Path(spec.origin), services))
+                future.set_result(run_suites(suite, services))
             except BaseException as error:  # the fixture re-raises it in the test
                 future.set_exception(error)
 
@@ -153,9 +153,9 @@ def start_runs(names: set[str]) -> Future[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+def runs(request: pytest.FixtureRequest, graded_folder: Path) -> Iterator[dict[str, Any]]:
     """The runs the selected graded tests need, made once for the whole step."""
-    seen = start_runs({item.name for item in request.session.items}).result()
+    seen = start_runs({item.name for item in request.session.items}, graded_folder).result()
     problem = suites.baseline_problem(seen["correct"] or SuiteRun("correct"))
     yield {
         service: run
