@@ -2,21 +2,24 @@
 
 Run them with `pytest exercises/08_streaming_sse`. Points and hints live in course.toml.
 `client` is a `TestClient` on the `app` in your app.py (`client.post` reads a whole
-stream at once, `client.stream` reads it as it arrives); `fast_client` is an httpx client
-on your app under a real uvicorn server (the grader's `app_url`), its model without a
-delay per token; `live_server` runs your app under a real uvicorn server too, which the
-test of incremental delivery reads with httpx and httpx-sse. The tests of streaming and
-of a disconnect swap your model for `coursekit.llm.GatedLM`, which holds every token
-after the first until the test lets it through; the tests of a failure mid-answer swap
-in `coursekit.llm.FailingLM`, which raises after a given number of tokens.
+stream at once); `fast_client` is an httpx client on your app under a real uvicorn
+server (the grader's `app_url`), its model without a delay per token. The tests that
+hold the model your app streams from start your app the same way (the grader's
+`app_server`) with a model of the test's own, lent to it (`coursekit.model_link`):
+your get_chat_model answers it, and it runs in the test's process, so what the test sees
+on it is what your app did with it. The tests of streaming and of a disconnect lend
+`coursekit.llm.GatedLM`, which holds every token after the first until the test lets it
+through; the tests of a failure mid-answer lend `coursekit.llm.FailingLM`, which raises
+after a given number of tokens. They read the stream with httpx and httpx-sse.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from autograder.expect import (
 )
 from autograder.sse import parse_sse
 from coursekit.llm import FailingLM, GatedLM, ModelError, get_model
+from coursekit.model_link import LINK_ENV, lend
 
 QUESTION = "How does a model stream tokens to a client?"
 # A whole conversation: the model must get every message, in order, not only the last.
@@ -47,8 +51,8 @@ MAX_MESSAGES = 32
 MAX_CONTENT_LENGTH = 4000  # characters per message
 BODY_LIMIT = 1_048_576  # bytes: MAX_BODY_SIZE in the statement
 JSON_HEADERS = {"content-type": "application/json"}
-GATE_TIMEOUT = 2.0  # seconds a held token waits for the test before the stream gives up
-READ_TIMEOUT = 3.0  # seconds the test waits for the server's next bytes
+GATE_TIMEOUT = 5.0  # seconds a held token waits for the test before the stream gives up
+READ_TIMEOUT = 3.0  # seconds the test waits for the server's next bytes (below GATE_TIMEOUT)
 
 
 def chat(content: str = QUESTION, max_tokens: int = 6, seed: int = 0) -> dict[str, Any]:
@@ -140,10 +144,33 @@ def use_model(app: Any, model: Any) -> None:
     app.dependency_overrides[dependency] = lambda: model
 
 
+class ModelSlot:
+    """The model lent to the app, which a test may swap between two requests."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def stream_chat(self, messages: Any, **options: Any) -> AsyncIterator[str]:
+        return self.model.stream_chat(messages, **options)
+
+
 @pytest.fixture
 def app_overrides() -> list[tuple[str, str]]:
-    """For `fast_client`: your get_chat_model answers coursekit.llm.get_model (no delay)."""
-    return [("app:get_chat_model", "coursekit.llm:get_model")]
+    """Your get_chat_model answers the model a test lends (`lent`), else the course's
+    TinyLM without a delay per token (`fast_client`)."""
+    return [("app:get_chat_model", "coursekit.model_link:linked_model")]
+
+
+@contextlib.contextmanager
+def lent(app_server: Callable[..., Any], model: Any) -> Iterator[httpx.Client]:
+    """An httpx client on your app under uvicorn, its get_chat_model answering `model`,
+    which stays here, in the test's process."""
+    with (
+        lend(model) as address,
+        app_server({LINK_ENV: address}) as base_url,
+        httpx.Client(base_url=base_url, timeout=READ_TIMEOUT) as http,
+    ):
+        yield http
 
 
 @pytest.fixture
@@ -175,7 +202,7 @@ def failing_stream(client: Any, model: FailingLM, body: dict[str, Any], what: st
     """POST /chat/stream while `model` fails mid-answer: the response, 200."""
     try:
         response = client.post("/chat/stream", json=body)
-    except Exception as exc:  # what the app let escape, re-raised by TestClient
+    except Exception as exc:  # TestClient re-raises what the app let escape; httpx, a cut
         raise AssertionError(
             f"{what}: the model raised {type(exc).__name__} after {model.fail_after} token(s), "
             "and the exception escaped your stream: a real client sees the connection break "
@@ -279,20 +306,19 @@ def expect_one_call(
     model.calls.clear()
 
 
-def test_the_model_gets_the_whole_conversation(app, client):
+def test_the_model_gets_the_whole_conversation(app_server):
     model = RecordingLM()
-    use_model(app, model)
-    body = {"messages": CONVERSATION, "max_tokens": 4, "seed": 5}
-    what = "POST /chat/stream with a four-message conversation"
-    tokens = tokens_then_done(stream(client, body), what)
-    expect_one_call(model, what, CONVERSATION, max_tokens=4, seed=5)
-    expect_equal(
-        tokens, get_model().generate(CONVERSATION, max_tokens=4, seed=5), f"the tokens of {what}"
-    )
-    one = [{"role": "user", "content": QUESTION}]
-    what = "a second POST /chat/stream, with one message"
-    tokens_then_done(stream(client, {"messages": one, "max_tokens": 3, "seed": 2}), what)
-    expect_one_call(model, what, one, max_tokens=3, seed=2)
+    with lent(app_server, model) as http:
+        body = {"messages": CONVERSATION, "max_tokens": 4, "seed": 5}
+        what = "POST /chat/stream with a four-message conversation"
+        tokens = tokens_then_done(stream(http, body), what)
+        expect_one_call(model, what, CONVERSATION, max_tokens=4, seed=5)
+        expected = get_model().generate(CONVERSATION, max_tokens=4, seed=5)
+        expect_equal(tokens, expected, f"the tokens of {what}")
+        one = [{"role": "user", "content": QUESTION}]
+        what = "a second POST /chat/stream, with one message"
+        tokens_then_done(stream(http, {"messages": one, "max_tokens": 3, "seed": 2}), what)
+        expect_one_call(model, what, one, max_tokens=3, seed=2)
 
 
 def test_max_tokens_defaults_to_32_and_seed_to_0(fast_client):
@@ -334,12 +360,11 @@ def test_token_events_are_numbered_from_zero(fast_client):
         expect_equal(ids, [str(i) for i in range(count)], f"the id of each token event of {what}")
 
 
-def test_the_first_token_arrives_before_the_second_is_generated(app, live_server):
+def test_the_first_token_arrives_before_the_second_is_generated(app_server):
     gated = GatedLM(timeout=GATE_TIMEOUT)
-    use_model(app, gated)
     expected = gated.generate(chat()["messages"], max_tokens=6, seed=0)
     with (
-        httpx.Client(base_url=live_server, timeout=READ_TIMEOUT) as http,
+        lent(app_server, gated) as http,
         connect_sse(http, "POST", "/chat/stream", json=chat()) as source,
     ):
         expect_status(source.response, 200)
@@ -367,16 +392,17 @@ def test_the_first_token_arrives_before_the_second_is_generated(app, live_server
     tokens_then_done(rest, "the rest of the stream")
 
 
-def test_generation_stops_when_the_client_disconnects(app, client):
+def test_generation_stops_when_the_client_disconnects(app_server):
     gated = GatedLM(timeout=GATE_TIMEOUT)
-    use_model(app, gated)
-    # TestClient streams too: closing its response tells the app the client has gone.
-    with client.stream("POST", "/chat/stream", json=chat(max_tokens=50)) as response:
-        expect_status(response, 200)
-        first = next(EventSource(response).iter_sse())
-        token_of({"event": first.event, "data": first.data}, "the first event")
-    # Leaving the block closes the connection: the client has gone away.
-    if not gated.closed_early.wait(GATE_TIMEOUT / 2):
+    with lent(app_server, gated) as http:
+        with http.stream("POST", "/chat/stream", json=chat(max_tokens=50)) as response:
+            expect_status(response, 200)
+            first = next(EventSource(response).iter_sse())
+            token_of({"event": first.event, "data": first.data}, "the first event")
+        # Leaving the block closes the connection: the client has gone away. The model's
+        # stream then stops: closed by the app, or at its gate's time limit if it was not.
+        gated.stopped.wait(GATE_TIMEOUT + 5)
+    if not gated.closed_early.is_set():
         raise OutOfTime(
             "The client disconnected after the first token, but the model's stream was not "
             f"closed (it ended as {gated.stop_reason!r}). Iterate the model inside the "
@@ -384,39 +410,49 @@ def test_generation_stops_when_the_client_disconnects(app, client):
         )
 
 
-def test_a_model_failure_mid_answer_sends_an_error_event_then_done(app, client):
+def test_a_model_failure_mid_answer_sends_an_error_event_then_done(app_server):
     # Two kinds of failure, after some tokens and before any: catch them all, not one type.
-    for fail_after, error in ((2, ModelError("the model server crashed")), (0, OSError("reset"))):
-        model = FailingLM(fail_after, error=error)
-        use_model(app, model)
-        what = f"POST /chat/stream while the model raises {type(error).__name__} after {fail_after}"
-        response = failing_stream(client, model, chat(max_tokens=6), what)
-        events = parse_sse(response.text)
-        if len(events) < 2:
-            raise AssertionError(
-                f"{what} token(s): expected the tokens, one error event and the done event; "
-                f"got {shown(events)}."
+    slot = ModelSlot(get_model())
+    with lent(app_server, slot) as http:
+        for fail_after, error in (
+            (2, ModelError("the model server crashed")),
+            (0, OSError("reset")),
+        ):
+            slot.model = model = FailingLM(fail_after, error=error)
+            what = (
+                f"POST /chat/stream while the model raises {type(error).__name__} "
+                f"after {fail_after} token(s)"
             )
-        *tokens, error_event, done = events
-        expect_equal(
-            (done.get("event"), done.get("data")),
-            ("done", "[DONE]"),
-            f"{what} token(s): the last event's (event, data), after the error event",
-        )
-        error_message_of(error_event, f"{what} token(s), the event before the done event")
-        expect_equal(
-            [token_of(event, f"{what} token(s), event {i}") for i, event in enumerate(tokens)],
-            model.generate(chat()["messages"], max_tokens=6)[:fail_after],
-            f"{what} token(s): the token events before the error event",
-        )
+            response = failing_stream(http, model, chat(max_tokens=6), what)
+            expect_tokens_error_done(parse_sse(response.text), model, what)
 
 
-def test_the_error_event_does_not_show_the_exceptions_text(app, client):
+def expect_tokens_error_done(events: list[dict[str, str]], model: FailingLM, what: str) -> None:
+    """The events of a stream whose model failed: its tokens, an error event, done."""
+    if len(events) < 2:
+        raise AssertionError(
+            f"{what}: expected the tokens, one error event and the done event; got {shown(events)}."
+        )
+    *tokens, error_event, done = events
+    expect_equal(
+        (done.get("event"), done.get("data")),
+        ("done", "[DONE]"),
+        f"{what}: the last event's (event, data), after the error event",
+    )
+    error_message_of(error_event, f"{what}, the event before the done event")
+    expect_equal(
+        [token_of(event, f"{what}, event {i}") for i, event in enumerate(tokens)],
+        model.generate(chat()["messages"], max_tokens=6)[: model.fail_after],
+        f"{what}: the token events before the error event",
+    )
+
+
+def test_the_error_event_does_not_show_the_exceptions_text(app_server):
     secret = "connection to 10.0.0.7:8000 refused (key sk-test-4f2a)"
     model = FailingLM(1, error=RuntimeError(secret))
-    use_model(app, model)
     what = f"POST /chat/stream while the model raises RuntimeError({secret!r})"
-    response = failing_stream(client, model, chat(max_tokens=4), what)
+    with lent(app_server, model) as http:
+        response = failing_stream(http, model, chat(max_tokens=4), what)
     errors = [event for event in parse_sse(response.text) if event.get("event") == "error"]
     if len(errors) != 1:
         raise AssertionError(f"{what}: expected one error event, got {len(errors)}.")
@@ -443,8 +479,14 @@ def test_a_model_failure_is_logged(app, client, caplog):
         )
 
 
-def test_the_events_are_documented_in_openapi(app, client):
-    operation = client.get("/openapi.json").json()["paths"]["/chat/stream"]["post"]
+def test_the_events_are_documented_in_openapi(app_server):
+    slot = ModelSlot(get_model())
+    with lent(app_server, slot) as http:
+        operation = http.get("/openapi.json").json()["paths"]["/chat/stream"]["post"]
+        # The stream must be what its documentation says, for a full answer and a failed one.
+        events = stream(http, chat(max_tokens=3))
+        slot.model = model = FailingLM(1)
+        events += parse_sse(failing_stream(http, model, chat(), "a failing stream").text)
     content = operation.get("responses", {}).get("200", {}).get("content", {})
     item = content.get("text/event-stream", {}).get("itemSchema", {})
     documented = {
@@ -460,12 +502,6 @@ def test_the_events_are_documented_in_openapi(app, client):
         )
     if "413" not in operation.get("responses", {}):
         raise AssertionError("/openapi.json does not list a 413 for POST /chat/stream.")
-    # The stream must be what its documentation says, for a full answer and a failed one.
-    use_model(app, get_model())
-    events = stream(client, chat(max_tokens=3))
-    model = FailingLM(1)
-    use_model(app, model)
-    events += parse_sse(failing_stream(client, model, chat(), "a failing stream").text)
     for event in events:
         name = event.get("event")
         if name not in documented:
