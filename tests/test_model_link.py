@@ -8,19 +8,32 @@ what those tests rely on, and that it refuses what it does not serve.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from coursekit.embeddings import embed
 from coursekit.llm import FailingLM, GatedLM, ModelError, TinyLM, get_model
-from coursekit.model_link import LINE_LIMIT, LINK_ENV, LinkedLM, lend, linked_model
+from coursekit.model_link import (
+    LINE_LIMIT,
+    LINK_ENV,
+    REGISTRY_ENV,
+    LinkedEmbedder,
+    LinkedLM,
+    lend,
+    lend_registry,
+    linked_model,
+    linked_registry,
+)
 from tests.helpers import ROOT
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"}]
@@ -154,6 +167,7 @@ def send(address: str, data: bytes) -> bytes:
 def request(address: str, **changes: Any) -> bytes:
     body = {
         "key": address.split("/")[1],
+        "call": "stream_chat",
         "messages": MESSAGES,
         "max_tokens": 3,
         "seed": 0,
@@ -167,6 +181,9 @@ def request(address: str, **changes: Any) -> bytes:
     "bad",
     [
         {"key": "not-the-key"},
+        {"call": "generate"},  # not a call of the channel
+        {"call": "complete"},  # a call this model does not have
+        {"call": "embed", "texts": ["hi"]},  # nor this one: it is not an embedder
         {"messages": [{"role": "user"}]},
         {"messages": [{"role": "user", "content": 7}]},
         {"messages": "hello"},
@@ -206,5 +223,81 @@ def test_linked_model_is_the_course_model_unless_a_test_lends_one(
     linked = linked_model()
     assert isinstance(linked, LinkedLM) and (linked.host, linked.port) == ("127.0.0.1", 8123)
     monkeypatch.setenv(LINK_ENV, "127.0.0.1:port")
-    with pytest.raises(ValueError, match=LINK_ENV):
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1:PORT/KEY"):
         linked_model()
+
+
+COUNT_WORDS = {
+    "type": "function",
+    "function": {
+        "name": "count_words",
+        "description": "Count the words of a text.",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [MESSAGES, [{"role": "user", "content": "count_words: the parcel never arrived"}]],
+    ids=["text", "tool call"],
+)
+def test_completions_and_their_deltas_are_the_models(messages: list[dict]) -> None:
+    # Step 10's calls: what the app gets through the channel is what the model made.
+    model = get_model()
+    options: dict[str, Any] = {"tools": [COUNT_WORDS], "max_tokens": 6, "seed": 2}
+    options |= {"temperature": 0.5, "stop": ["zzz"]}
+
+    async def both(address: str) -> tuple[Any, list[Any]]:
+        linked = LinkedLM(address)
+        completion = await linked.complete(messages, **options)
+        deltas = [delta async for delta in linked.stream_complete(messages, **options)]
+        return completion, deltas
+
+    with lend(model) as address:
+        completion, deltas = asyncio.run(both(address))
+    expected = model.reply(messages, **options)
+    assert completion == expected
+    assert deltas == expected.deltas()
+
+
+def test_an_embedder_is_lent_too() -> None:
+    texts = ["my parcel never arrived", "I was charged twice"]
+    with lend(embed) as address:
+        assert LinkedEmbedder(address)(texts) == embed(texts)
+        lines = send(
+            address,
+            json.dumps({"key": address.split("/")[1], "call": "embed", "texts": [1, 2]}).encode()
+            + b"\n",
+        )
+    assert lines == b""  # texts that are not strings never reach the embedder
+
+
+@dataclasses.dataclass(frozen=True)
+class Registry:
+    """The shape of step 10's service.Registry."""
+
+    chat: Mapping[str, Any]
+    embedders: Mapping[str, Any]
+    created: int
+    owned_by: str = "coursekit"
+
+
+def test_a_registry_of_lent_models_replaces_the_apps_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    own = Registry(chat={"coursekit-tinylm": get_model()}, embedders={}, created=5)
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(registry=own)))
+    monkeypatch.delenv(REGISTRY_ENV, raising=False)
+    assert linked_registry(request) is own  # no test lends: the given get_registry's answer
+    gated = GatedLM()
+    with lend_registry(
+        {"tiny-a": gated}, {"emb-a": embed}, created=1_700_000_000, owned_by="the-tests"
+    ) as table:
+        monkeypatch.setenv(REGISTRY_ENV, table)
+        registry = linked_registry(request)
+        assert (registry.created, registry.owned_by) == (1_700_000_000, "the-tests")
+        assert list(registry.chat) == ["tiny-a"] and list(registry.embedders) == ["emb-a"]
+        assert registry.embedders["emb-a"](["hi"]) == embed(["hi"])
+        completion = asyncio.run(registry.chat["tiny-a"].complete(MESSAGES, max_tokens=3))
+    assert completion == get_model().reply(MESSAGES, max_tokens=3)

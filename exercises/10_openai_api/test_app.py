@@ -1,20 +1,22 @@
 """Graded tests for step 10. Read them: they are the exact contract of the exercise.
 
 Run them with `pytest exercises/10_openai_api`. Points and hints live in course.toml.
-Your app runs under a real uvicorn server on loopback: a fresh one for each test that only
-talks to it (`served`, the grader's `app_url`), one shared by the tests that swap its
-models (`served_here`). Most tests talk to it with the official `openai` client, its
-strict response validation on: a field missing or of the wrong type in your answer raises
-in the client, as it would in any application that uses it. Some read the raw HTTP, for
-the parts of the wire format the client forgives. Tests that need other models swap the
-registry (`service.get_registry`) with `app.dependency_overrides`; `coursekit.llm.GatedLM`
-lets a test hold every token after the first, so streaming and disconnects are checked by
-what the model did, never by a stopwatch.
+Your app runs under a real uvicorn server on loopback, a fresh one for each test: `served`
+(the grader's `app_url`), or `lent(app_server, ...)` for a test that needs other models,
+which keeps them in the test's process and lends them to your app (`coursekit.model_link`):
+your registry (`service.get_registry`) then serves them. The key test shares one server in
+this process (`served_here`), to change the settings under it. Most tests talk to your app
+with the official `openai` client, its strict response validation on: a field missing or
+of the wrong type in your answer raises in the client, as it would in any application
+that uses it. Some read the raw HTTP, for the parts of the wire format the client
+forgives. `coursekit.llm.GatedLM` lets a test hold every token after the first, so
+streaming and disconnects are checked by what the model did, never by a stopwatch.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -35,6 +37,7 @@ from autograder.expect import OutOfTime, expect_equal, expect_exact_keys, expect
 from autograder.sse import parse_sse
 from coursekit.embeddings import embed
 from coursekit.llm import GatedLM, count_tokens, get_model, prompt_tokens
+from coursekit.model_link import REGISTRY_ENV, lend_registry
 from coursekit.server import ThreadedServer
 
 KEY = "key-step-10"
@@ -77,14 +80,6 @@ class Served:
             _strict_response_validation=strict,
         )
 
-    def use_models(self, *, chat: dict[str, Any], embedders: dict[str, Any] | None = None) -> None:
-        """Serve these models instead of the course's (until the test ends)."""
-        service = self.service
-        registry = service.Registry(
-            chat=chat, embedders=embedders or {}, created=1_700_000_000, owned_by="the-tests"
-        )
-        self.app.dependency_overrides[service.get_registry] = lambda: registry
-
     def post(self, path: str, body: Any, key: str = KEY) -> httpx2.Response:
         return self.http.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
 
@@ -116,16 +111,37 @@ def app_settings() -> tuple[str, dict[str, Any]]:
 
 
 @pytest.fixture
+def app_overrides() -> list[tuple[str, str]]:
+    """Your service.get_registry answers the models a test lends (`lent`), else the
+    registry of your lifespan, as the given get_registry does."""
+    return [("service:get_registry", "coursekit.model_link:linked_registry")]
+
+
+@pytest.fixture
 def served(app_url: str) -> Iterator[Served]:
     """Your app, fresh, under a uvicorn server of this test's own (the grader's `app_url`):
-    only its HTTP side, so `app` is None and `use_models` is not for these tests."""
+    only its HTTP side, so `app` is None."""
     with httpx2.Client(base_url=app_url, timeout=READ_TIMEOUT) as http:
         yield Served(None, app_url, http)
 
 
+@contextlib.contextmanager
+def lent(
+    app_server: Callable[..., Any], chat: dict[str, Any], embedders: dict[str, Any] | None = None
+) -> Iterator[Served]:
+    """Your app, fresh, under a uvicorn server of this test's own (the grader's
+    `app_server`), its registry serving these models, which stay in the test's process."""
+    with (
+        lend_registry(chat, embedders or {}, created=1_700_000_000, owned_by="the-tests") as table,
+        app_server({REGISTRY_ENV: table}) as base_url,
+        httpx2.Client(base_url=base_url, timeout=READ_TIMEOUT) as http,
+    ):
+        yield Served(None, base_url, http)
+
+
 @pytest.fixture
 def served_here(server: Served) -> Iterator[Served]:
-    """The shared server in this process, to swap models; the course's again after each test."""
+    """The shared server in this process, to change its settings; as before after the test."""
     settings_override = server.app.dependency_overrides.copy()
     yield server
     server.app.dependency_overrides.clear()
@@ -535,14 +551,16 @@ def test_streamed_tool_calls_reassemble_in_the_client(served: Served) -> None:
 
 
 @graded
-def test_chunks_are_sent_as_the_model_makes_them(served_here: Served) -> None:
+def test_chunks_are_sent_as_the_model_makes_them(app_server: Any) -> None:
     gated = GatedLM(timeout=GATE_TIMEOUT)
-    served_here.use_models(chat={CHAT: gated})
     body = {"model": CHAT, "messages": QUESTION, "max_completion_tokens": 6, "stream": True}
     first_token = expected_reply(QUESTION, max_tokens=6).tokens[0]
-    with served_here.http.stream(
-        "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
-    ) as response:
+    with (
+        lent(app_server, {CHAT: gated}) as served,
+        served.http.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+        ) as response,
+    ):
         expect_status(response, 200)
         lines = response.iter_lines()
         contents: list[str] = []
@@ -569,17 +587,19 @@ def test_chunks_are_sent_as_the_model_makes_them(served_here: Served) -> None:
 
 
 @graded
-def test_a_client_that_goes_away_stops_generation(served_here: Served) -> None:
+def test_a_client_that_goes_away_stops_generation(app_server: Any) -> None:
     gated = GatedLM(timeout=GATE_TIMEOUT)
-    served_here.use_models(chat={CHAT: gated})
-    stream = served_here.client().chat.completions.create(
-        model=CHAT, messages=QUESTION, max_completion_tokens=50, stream=True
-    )
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            break
-    stream.close()  # the client goes away after the first token
-    if not gated.closed_early.wait(GATE_TIMEOUT / 2):
+    with lent(app_server, {CHAT: gated}) as served:
+        stream = served.client().chat.completions.create(
+            model=CHAT, messages=QUESTION, max_completion_tokens=50, stream=True
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        stream.close()  # the client goes away after the first token
+        # The model's stream then stops: closed by the app, or at its gate's time limit.
+        gated.stopped.wait(GATE_TIMEOUT + 5)
+    if not gated.closed_early.is_set():
         raise OutOfTime(
             "The client closed the stream after the first token, but the model's stream was not "
             f"closed (it ended as {gated.stop_reason!r}). Iterate model.stream_complete inside the "
@@ -653,8 +673,13 @@ def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served_here: Served) -
 
 
 @graded
-def test_an_unknown_model_is_a_404_in_openais_shape(served_here: Served) -> None:
-    served_here.use_models(chat={"tiny-a": get_model()}, embedders={"emb-a": embed})
+def test_an_unknown_model_is_a_404_in_openais_shape(app_server: Any) -> None:
+    with lent(app_server, {"tiny-a": get_model()}, {"emb-a": embed}) as served:
+        expect_named_models_and_404s(served)
+
+
+def expect_named_models_and_404s(served_here: Served) -> None:
+    """Answers name the model the request named; a model the registry lacks is a 404."""
     client = served_here.client()
     answer = create(
         client, "a known model", model="tiny-a", messages=QUESTION, max_completion_tokens=2
@@ -719,16 +744,10 @@ def test_bodies_messages_and_tokens_are_bounded(served: Served) -> None:
 
 
 @graded
-def test_models_lists_every_model_of_the_registry(served_here: Served) -> None:
-    served_here.use_models(
-        chat={"tiny-a": get_model(), "tiny-b": get_model()}, embedders={"emb-a": embed}
-    )
-    try:
-        page = served_here.client().models.list()
-    except openai.APIResponseValidationError as error:
-        raise AssertionError(
-            f"The client's strict validation refused GET /v1/models: {shown(error.body)}."
-        ) from None
+def test_models_lists_every_model_of_the_registry(app_server: Any) -> None:
+    models = {"tiny-a": get_model(), "tiny-b": get_model()}
+    with lent(app_server, models, {"emb-a": embed}) as served:
+        page = list_models(served)
     got = sorted((m.id, m.object, m.created, m.owned_by) for m in page.data)
     expect_equal(
         got,
@@ -737,6 +756,16 @@ def test_models_lists_every_model_of_the_registry(served_here: Served) -> None:
         ),
         "the models of GET /v1/models (id, object, created, owned_by from the registry)",
     )
+
+
+def list_models(served: Served) -> Any:
+    """GET /v1/models with the official client, its strict validation on."""
+    try:
+        return served.client().models.list()
+    except openai.APIResponseValidationError as error:
+        raise AssertionError(
+            f"The client's strict validation refused GET /v1/models: {shown(error.body)}."
+        ) from None
 
 
 @graded
