@@ -37,7 +37,8 @@ from autograder.expect import (
 )
 from autograder.sse import parse_sse
 from coursekit.llm import FailingLM, GatedLM, ModelError, get_model
-from coursekit.model_link import LINK_ENV, lend
+from coursekit.model_lending import lend
+from coursekit.model_link import LINK_ENV
 
 QUESTION = "How does a model stream tokens to a client?"
 # A whole conversation: the model must get every message, in order, not only the last.

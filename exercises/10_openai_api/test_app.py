@@ -37,7 +37,8 @@ from autograder.expect import OutOfTime, expect_equal, expect_exact_keys, expect
 from autograder.sse import parse_sse
 from coursekit.embeddings import embed
 from coursekit.llm import GatedLM, count_tokens, get_model, prompt_tokens
-from coursekit.model_link import REGISTRY_ENV, lend_registry
+from coursekit.model_lending import lend_registry
+from coursekit.model_link import REGISTRY_ENV
 from coursekit.server import ThreadedServer
 
 KEY = "key-step-10"
