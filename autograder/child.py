@@ -44,6 +44,8 @@ from autograder.messages import (
 )
 
 ENV_VAR = "AUTOGRADER_CHILD"
+# `app_server`'s default settings: those of the test file's `app_settings`, if it has one.
+FILE_SETTINGS = object()
 
 
 @dataclass(frozen=True)
@@ -330,7 +332,7 @@ class ChildPlugin:
         module.name answers the course's m.f. In a remote job the app is served by a
         process of its own (`autograder.remote.serving`), set up the same way.
         """
-        with self._serving(request, {}) as base_url:
+        with self._serving(request, {}, FILE_SETTINGS) as base_url:
             yield base_url
 
     @pytest.fixture
@@ -339,19 +341,37 @@ class ChildPlugin:
     ) -> Callable[[dict[str, str]], contextlib.AbstractContextManager[str]]:
         """`with app_server({"NAME": "value"}) as base_url:` starts the step's app as
         `app_url` does, once these environment variables are set (as an operator would
-        set them before starting it). Here they stay set until the test ends."""
+        set them before starting it). Here they stay set until the test ends.
 
-        def start(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+        `settings=` replaces the VALUES of the test file's `app_settings` for this app
+        (a dict), or, with None, leaves the app's get_settings as it is: the app then
+        reads its settings from the environment, as when it is deployed.
+        """
+
+        def start(
+            env: dict[str, str], *, settings: dict[str, Any] | object | None = FILE_SETTINGS
+        ) -> contextlib.AbstractContextManager[str]:
             if not self.job.remote:
                 for name, value in env.items():
                     monkeypatch.setenv(name, value)
-            return self._serving(request, env)
+            return self._serving(request, env, settings)
 
         return start
 
     @contextlib.contextmanager
-    def _serving(self, request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[str]:
+    def _serving(
+        self,
+        request: pytest.FixtureRequest,
+        env: dict[str, str],
+        values: dict[str, Any] | object | None,
+    ) -> Iterator[str]:
         settings = _app_settings(request)
+        if values is None:
+            settings = None
+        elif isinstance(values, dict):
+            if settings is None:
+                raise TypeError("app_server(settings=...) needs the test file's app_settings")
+            settings = (settings[0], values)
         overrides = _app_overrides(request)
         if self.job.remote:
             from autograder import remote

@@ -14,6 +14,7 @@ its handlers are given (errors.py), so an HTTPException you raise is answered in
 """
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -111,6 +112,17 @@ def app_settings(tmp_path: Path) -> tuple[str, dict[str, Any]]:
 def client(app_url: str) -> Iterator[httpx2.Client]:
     """Your app, fresh, under a uvicorn server of this test's own, with `app_settings`."""
     with httpx2.Client(base_url=app_url, timeout=None) as http:
+        yield http
+
+
+@contextlib.contextmanager
+def served(app_server: Any, env: dict[str, str], settings: Any) -> Iterator[httpx2.Client]:
+    """Your app, fresh, under a uvicorn server of this test's own (the grader's
+    `app_server`), started with `env` and these settings (None: your get_settings's own)."""
+    with (
+        app_server(env, settings=settings) as base_url,
+        httpx2.Client(base_url=base_url, timeout=None) as http,
+    ):
         yield http
 
 
@@ -232,18 +244,19 @@ def registry_of(models: dict[str, LoadedModel]) -> Any:
 # --- Settings ------------------------------------------------------------------------------
 
 
-def test_settings_come_from_the_environment(exercise, monkeypatch, tmp_path):
+def test_settings_come_from_the_environment(app_server, tmp_path):
     database = tmp_path / "from-env.sqlite3"
-    monkeypatch.setenv("PREDICTOR_API_KEYS", json.dumps([KEY, OTHER_KEY]))
-    monkeypatch.setenv("PREDICTOR_DATABASE_PATH", str(database))
-    module = exercise("app")
-    with TestClient(module.app) as client:
+    env = {
+        "PREDICTOR_API_KEYS": json.dumps([KEY, OTHER_KEY]),
+        "PREDICTOR_DATABASE_PATH": str(database),
+    }
+    # settings=None: your get_settings as you wrote it, reading this environment.
+    with served(app_server, env, settings=None) as client:
         for key in (KEY, OTHER_KEY):
             expect_json(client.post("/embed", json={"texts": ["hello"]}, headers=bearer(key)))
         expect_json(client.post("/tickets/predict", json={"text": TEXTS[0]}))
-    service = Service(module, database, [])
     expect_equal(
-        len(service.log_rows()),
+        len(log_rows(database)),
         1,
         "the predictions logged in the file named by PREDICTOR_DATABASE_PATH",
     )
@@ -437,18 +450,18 @@ def test_embed_uses_the_embedder_it_is_given(service, service_client):
     )
 
 
-def test_every_configured_key_is_accepted(exercise, tmp_path):
-    service = Service(exercise("app"), tmp_path / "log.sqlite3", [KEY, OTHER_KEY])
-    with TestClient(service.app) as client:
+def test_every_configured_key_is_accepted(app_server, tmp_path):
+    settings = {"api_keys": [KEY, OTHER_KEY], "database_path": str(tmp_path / "log.sqlite3")}
+    with served(app_server, {}, settings) as client:
         for key in (KEY, OTHER_KEY):
             expect_json(client.post("/embed", json={"texts": ["hello"]}, headers=bearer(key)))
         response = client.post("/embed", json={"texts": ["hello"]}, headers=bearer("neither"))
         expect_unauthorized(response, "POST /embed with a key that is not configured")
 
 
-def test_with_no_key_configured_every_request_is_refused(exercise, tmp_path):
-    service = Service(exercise("app"), tmp_path / "log.sqlite3", [])
-    with TestClient(service.app) as client:
+def test_with_no_key_configured_every_request_is_refused(app_server, tmp_path):
+    settings = {"api_keys": [], "database_path": str(tmp_path / "log.sqlite3")}
+    with served(app_server, {}, settings) as client:
         for what, headers in {"no key": {}, "a key": bearer(KEY)}.items():
             response = client.post("/embed", json={"texts": ["hello"]}, headers=headers)
             expect_unauthorized(response, f"POST /embed with {what}, while no key is configured")
