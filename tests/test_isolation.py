@@ -135,10 +135,10 @@ OPENAI_STEP = load_catalog().step("10")
 def test_tests_on_a_fixture_built_on_app_url_run_over_http() -> None:
     over = http_only_tests(OPENAI_STEP)
     assert "test_the_stream_wire_format" in over  # `served`: the grader's app_url
-    # A test that lends its models to the app (`lent`, on the grader's app_server) too.
+    # A test that lends its models to the app (`lent`, on the grader's app_server) too,
+    # and one that starts a second app with other settings (app_server's `settings=`).
     assert "test_chunks_are_sent_as_the_model_makes_them" in over
-    # The test that changes the settings under a shared server in-process stays.
-    assert "test_a_missing_or_wrong_key_is_a_401_in_openais_shape" not in over
+    assert "test_a_missing_or_wrong_key_is_a_401_in_openais_shape" in over
 
 
 # Which tests of a test file run apart, read from its source: each test is named after one

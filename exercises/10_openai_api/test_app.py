@@ -4,8 +4,7 @@ Run them with `pytest exercises/10_openai_api`. Points and hints live in course.
 Your app runs under a real uvicorn server on loopback, a fresh one for each test: `served`
 (the grader's `app_url`), or `lent(app_server, ...)` for a test that needs other models,
 which keeps them in the test's process and lends them to your app (`coursekit.model_link`):
-your registry (`service.get_registry`) then serves them. The key test shares one server in
-this process (`served_here`), to change the settings under it. Most tests talk to your app
+your registry (`service.get_registry`) then serves them. Most tests talk to your app
 with the official `openai` client, its strict response validation on: a field missing or
 of the wrong type in your answer raises in the client, as it would in any application
 that uses it. Some read the raw HTTP, for the parts of the wire format the client
@@ -65,10 +64,8 @@ ASKS_FOR_A_TOOL = [{"role": "user", "content": "count_words: the parcel never ar
 class Served:
     """Your app under uvicorn, and the means to talk to it."""
 
-    app: Any
     base_url: str
     http: httpx2.Client
-    service: Any = None  # the service.py the app was imported with (its registry, settings)
 
     def client(self, key: str = KEY, strict: bool = True) -> openai.OpenAI:
         """The official client on your server (no retries: one request per call)."""
@@ -83,26 +80,6 @@ class Served:
 
     def post(self, path: str, body: Any, key: str = KEY) -> httpx2.Response:
         return self.http.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Served]:
-    """Your app (as the grader imported it) under one uvicorn server for the whole file."""
-    module = importlib.import_module("app")
-    app = module.app
-    service = sys.modules["service"]
-    settings = service.Settings(api_key=KEY)
-    app.dependency_overrides[service.get_settings] = lambda: settings
-    running = ThreadedServer(app, timeout_graceful_shutdown=1)
-    try:
-        base_url = running.start()
-    except RuntimeError:
-        raise AssertionError(
-            "Your app did not start under uvicorn: check app.py imports and the lifespan."
-        ) from None
-    with httpx2.Client(base_url=base_url, timeout=READ_TIMEOUT) as http:
-        yield Served(app, base_url, http, service)
-    running.stop(wait=False)
 
 
 @pytest.fixture
@@ -120,10 +97,9 @@ def app_overrides() -> list[tuple[str, str]]:
 
 @pytest.fixture
 def served(app_url: str) -> Iterator[Served]:
-    """Your app, fresh, under a uvicorn server of this test's own (the grader's `app_url`):
-    only its HTTP side, so `app` is None."""
+    """Your app, fresh, under a uvicorn server of this test's own (the grader's `app_url`)."""
     with httpx2.Client(base_url=app_url, timeout=READ_TIMEOUT) as http:
-        yield Served(None, app_url, http)
+        yield Served(app_url, http)
 
 
 @contextlib.contextmanager
@@ -137,16 +113,7 @@ def lent(
         app_server({REGISTRY_ENV: table}) as base_url,
         httpx2.Client(base_url=base_url, timeout=READ_TIMEOUT) as http,
     ):
-        yield Served(None, base_url, http)
-
-
-@pytest.fixture
-def served_here(server: Served) -> Iterator[Served]:
-    """The shared server in this process, to change its settings; as before after the test."""
-    settings_override = server.app.dependency_overrides.copy()
-    yield server
-    server.app.dependency_overrides.clear()
-    server.app.dependency_overrides.update(settings_override)
+        yield Served(base_url, http)
 
 
 @functools.cache
@@ -633,8 +600,8 @@ def test_an_invalid_body_is_a_400_in_openais_shape(served: Served) -> None:
 
 
 @graded
-def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served_here: Served) -> None:
-    served_here.client().models.list()  # the right key works
+def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served: Served, app_server: Any) -> None:
+    served.client().models.list()  # the right key works
     checks = [
         ("GET /v1/models", lambda c: c.models.list()),
         ("a completion", lambda c: c.chat.completions.create(model=CHAT, messages=QUESTION)),
@@ -650,27 +617,37 @@ def test_a_missing_or_wrong_key_is_a_401_in_openais_shape(served_here: Served) -
     for what, call in checks:
         error = expect_raises(
             openai.AuthenticationError,
-            lambda call=call: call(served_here.client("wrong")),
+            lambda call=call: call(served.client("wrong")),
             f"{what} with a wrong key",
         )
         detail = expect_openai_error(error, 401, f"{what} with a wrong key")
         expect_equal(detail["code"], "invalid_api_key", "the 401's code")
-    response = served_here.http.get("/v1/models")
+    response = served.http.get("/v1/models")
     expect_status(response, 401)
     expect_exact_keys(
         json_of(response, "the 401"), ["error"], "the 401 for no Authorization header"
     )
     # A server started without COMPAT_API_KEY lets no one in, whatever they send.
-    service = served_here.service
-    no_key = service.Settings(api_key=None)
-    served_here.app.dependency_overrides[service.get_settings] = lambda: no_key
-    for headers in ({}, {"Authorization": "Bearer nothing"}, {"Authorization": f"Bearer {KEY}"}):
-        response = served_here.http.get("/v1/models", headers=headers)
-        if response.status_code != 401:
-            raise AssertionError(
-                "With no API key configured (settings.api_key is None), GET /v1/models with "
-                f"headers {shown(headers)} must be a 401; got {response.status_code}."
-            )
+    with (
+        app_server({}, settings={"api_key": None}) as base_url,
+        httpx2.Client(base_url=base_url, timeout=READ_TIMEOUT) as http,
+    ):
+        for headers in (
+            {},
+            {"Authorization": "Bearer nothing"},
+            {"Authorization": f"Bearer {KEY}"},
+        ):
+            response = http.get("/v1/models", headers=headers)
+            expect_no_entry(response, headers)
+
+
+def expect_no_entry(response: httpx2.Response, headers: dict[str, str]) -> None:
+    """With no API key configured, a request with these headers is a 401."""
+    if response.status_code != 401:
+        raise AssertionError(
+            "With no API key configured (settings.api_key is None), GET /v1/models with "
+            f"headers {shown(headers)} must be a 401; got {response.status_code}."
+        )
 
 
 @graded
@@ -679,14 +656,14 @@ def test_an_unknown_model_is_a_404_in_openais_shape(app_server: Any) -> None:
         expect_named_models_and_404s(served)
 
 
-def expect_named_models_and_404s(served_here: Served) -> None:
+def expect_named_models_and_404s(served: Served) -> None:
     """Answers name the model the request named; a model the registry lacks is a 404."""
-    client = served_here.client()
+    client = served.client()
     answer = create(
         client, "a known model", model="tiny-a", messages=QUESTION, max_completion_tokens=2
     )
     expect_equal(answer.model, "tiny-a", "model in the answer (the id the request named)")
-    _, events = raw_stream(served_here, {"model": "tiny-a", "messages": QUESTION, "max_tokens": 2})
+    _, events = raw_stream(served, {"model": "tiny-a", "messages": QUESTION, "max_tokens": 2})
     models = {chunk.get("model") for chunk in chunks_of(events, "a stream of tiny-a")}
     expect_equal(models, {"tiny-a"}, "model in the chunks (the id the request named)")
     vectors = client.embeddings.create(model="emb-a", input="hi", encoding_format="float")
