@@ -65,6 +65,7 @@ CONFIGURING = ("app_settings", "app_overrides")  # a test file's, read by `app_u
 IMPORTING = frozenset({"import_module", "find_spec", "__import__", "modules", "getfixturevalue"})
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
+NOTE_WAIT = 1.0  # seconds a failed test's explanation waits for the app's note of an error
 
 
 @functools.cache
@@ -323,7 +324,10 @@ class _Served:
         saw of it, as a grading child tells an app's exception under a real server)."""
         own = explain_test_failure(exc, self.source, self.given)
         if not self.stopped:  # still serving: what it reported since, and whether it died
-            self._read_errors()
+            if own.outcome == "failed":
+                self.await_notes()
+            else:
+                self._read_errors()
             try:
                 if self.process.poll() is not None or own.outcome != "failed":
                     self.check_alive()  # a cut connection: the process may be ending
@@ -333,6 +337,17 @@ class _Served:
             cause = self.errors[0].explanation
             return replace(caused_by(cause, own.message), waited=own.waited or cause.waited)
         return own
+
+    def await_notes(self) -> None:
+        """Read what the app reported, giving a note of an error a moment to arrive if
+        none has: a stream the app's generator broke can reach the test complete before
+        the exception reaches the app's note (fastapi.sse ends the body first). Only a
+        failing test waits, and only for its message."""
+        self._read_errors()
+        deadline = time.monotonic() + NOTE_WAIT
+        while not self.errors and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            self._read_errors()
 
     def _read_errors(self) -> None:
         for message in self.report.read():
@@ -445,5 +460,9 @@ def serving(
             raise ServerFailure(Explanation("error", str(problem))) from None
         try:
             yield served
+        except BaseException:  # the test failed while its server ran: why, before it ends
+            if not served.stopped:
+                served.await_notes()
+            raise
         finally:
             sys.stdout.write(served.printed())  # captured with the test, as in `client`

@@ -225,6 +225,25 @@ STREAMING_STEP = load_catalog().step("08")
 
 
 @MODES
+def test_an_exception_that_breaks_a_stream_is_told_as_the_cause(
+    tmp_path: Path, sandboxed: bool
+) -> None:
+    # The stream's body can reach the test complete before the app's note of what broke
+    # it: the cause must be waited for, and told, in both modes.
+    caught = "    except Exception:\n        # The 200"
+    folder = broken_copy(
+        tmp_path,
+        lambda text: text.replace(caught, caught.replace("Exception", "RuntimeError")),
+        STREAMING_STEP,
+    )
+    only = {"test_a_model_failure_mid_answer_sends_an_error_event_then_done"}
+    [record] = grade_only(STREAMING_STEP, folder, only, sandboxed).values()
+    assert record.outcome in ("failed", "error"), (record.outcome, record.message)
+    assert record.message.startswith("Your code raised OSError: reset at "), record.message
+    assert "The test saw: POST /chat/stream while the model raises OSError" in record.message
+
+
+@MODES
 def test_a_dependency_app_overrides_names_must_exist_in_either_mode(
     tmp_path: Path, sandboxed: bool
 ) -> None:
