@@ -193,6 +193,7 @@ def test_a_suite_and_a_deployment_run_apart() -> None:
     over = http_only_tests(capstone)
     assert "test_a_session_continues_through_the_other_worker" in over  # `deployment`
     assert "test_catches_other_users_job" in over  # `runs`
+    assert "test_a_job_waits_for_a_worker_on_the_queue" in over  # `app_server`
     assert "test_concurrent_predictions_share_model_calls" not in over  # `service_here`
 
 

@@ -708,11 +708,22 @@ def service_here(
     yield exercise("app").create_app(**kwargs)
 
 
+@contextmanager
+def one_process(app_server: Any, redis: str) -> Iterator[httpx.Client]:
+    """Your app under one uvicorn process of its own (the grader's `app_server`),
+    configured as the deployment is but with `redis` for its Valkey server, and a client."""
+    with (
+        app_server(environment(redis)) as base_url,
+        httpx.Client(base_url=base_url, timeout=READ_TIMEOUT) as client,
+    ):
+        yield client
+
+
 def test_ready_is_503_while_the_valkey_server_does_not_answer(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]
+    redis_url: str, app_server: Any
 ) -> None:
     nobody = f"redis://127.0.0.1:{free_port()}/0"  # a port nothing listens on
-    with service_here(nobody, monkeypatch, exercise) as app, TestClient(app) as client:
+    with one_process(app_server, nobody) as client:
         expect_json(client.get("/health/live"))
         response = client.get("/health/ready")
         expect_equal(
@@ -720,7 +731,7 @@ def test_ready_is_503_while_the_valkey_server_does_not_answer(
             (503, {"status": "unavailable"}),
             f"GET /health/ready while no Valkey server answers at {nobody}",
         )
-    with service_here(redis_url, monkeypatch, exercise) as app, TestClient(app) as client:
+    with one_process(app_server, redis_url) as client:
         expect_equal(
             expect_json(client.get("/health/ready")),
             {"status": "ok"},
@@ -735,12 +746,10 @@ def another_database(redis_url: str) -> str:
     return urlunsplit(parts._replace(path=f"/{(number + 1) % 16}"))
 
 
-def test_a_job_waits_for_a_worker_on_the_queue(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch, exercise: Callable[[str], Any]
-) -> None:
+def test_a_job_waits_for_a_worker_on_the_queue(redis_url: str, app_server: Any) -> None:
     # No Celery worker reads this database: a job put on the queue stays queued.
     quiet = another_database(redis_url)
-    with service_here(quiet, monkeypatch, exercise) as app, TestClient(app) as client:
+    with one_process(app_server, quiet) as client:
         submitted = client.post("/v1/jobs", headers=ALICE, json={"texts": TICKETS[:2]})
         job_id = expect_json(submitted, 202).get("id")
         read = expect_json(client.get(f"/v1/jobs/{job_id}", headers=ALICE))
