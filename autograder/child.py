@@ -338,7 +338,7 @@ class ChildPlugin:
     @pytest.fixture
     def app_server(
         self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-    ) -> Callable[[dict[str, str]], contextlib.AbstractContextManager[str]]:
+    ) -> Callable[..., contextlib.AbstractContextManager[str]]:
         """`with app_server({"NAME": "value"}) as base_url:` starts the step's app as
         `app_url` does, once these environment variables are set (as an operator would
         set them before starting it). Here they stay set until the test ends.

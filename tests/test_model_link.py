@@ -228,25 +228,25 @@ def test_linked_model_is_the_course_model_unless_a_test_lends_one(
         linked_model()
 
 
-COUNT_WORDS = {
+# A tool TinyLM calls when the user's message names it ("echo: ...").
+ECHO = {
     "type": "function",
     "function": {
-        "name": "count_words",
-        "description": "Count the words of a text.",
+        "name": "echo",
         "parameters": {"type": "object", "properties": {"text": {"type": "string"}}},
     },
 }
 
 
 @pytest.mark.parametrize(
-    "messages",
-    [MESSAGES, [{"role": "user", "content": "count_words: the parcel never arrived"}]],
+    ("messages", "finish"),
+    [(MESSAGES, "length"), ([{"role": "user", "content": "echo: a parcel"}], "tool_calls")],
     ids=["text", "tool call"],
 )
-def test_completions_and_their_deltas_are_the_models(messages: list[dict]) -> None:
+def test_completions_and_their_deltas_are_the_models(messages: list[dict], finish: str) -> None:
     # Step 10's calls: what the app gets through the channel is what the model made.
     model = get_model()
-    options: dict[str, Any] = {"tools": [COUNT_WORDS], "max_tokens": 6, "seed": 2}
+    options: dict[str, Any] = {"tools": [ECHO], "max_tokens": 6, "seed": 2}
     options |= {"temperature": 0.5, "stop": ["zzz"]}
 
     async def both(address: str) -> tuple[Any, list[Any]]:
@@ -258,6 +258,7 @@ def test_completions_and_their_deltas_are_the_models(messages: list[dict]) -> No
     with lend(model) as address:
         completion, deltas = asyncio.run(both(address))
     expected = model.reply(messages, **options)
+    assert expected.finish_reason == finish  # each case is the kind of answer it names
     assert completion == expected
     assert deltas == expected.deltas()
 
