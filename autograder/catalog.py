@@ -27,6 +27,9 @@ class GradedTest:
     points: int
     hint: str
     section: str  # the lesson section that teaches what the test checks
+    # Seconds this test may take, where it does far more than its step's others (None: the
+    # step's `timeout`): a limit stops a hang, so it must leave room for a busy machine.
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,11 @@ class Step:
                 return test
         raise KeyError(f"step {self.id} declares no graded test named {name!r}")
 
+    def limit(self, name: str) -> float:
+        """Seconds the test `name` may take: its own limit, else the step's."""
+        own = next((test.timeout for test in self.tests if test.name == name), None)
+        return own or self.timeout
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -112,6 +120,7 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
                 points=int(test["points"]),
                 hint=test["hint"].strip(),
                 section=test["section"],
+                timeout=float(test["timeout"]) if "timeout" in test else None,
             )
             for test in raw.get("tests", [])
         )

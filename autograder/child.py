@@ -283,6 +283,16 @@ class ChildPlugin:
         ]
         return ", ".join(changed)
 
+    @contextlib.contextmanager
+    def _app_starting(self) -> Iterator[None]:
+        """Tell the engine that a remote job starts the app's process, then that it is
+        done (serving or not): that time is the grader's, not the test's."""
+        self.emit("app_starting")
+        try:
+            yield
+        finally:
+            self.emit("app_serving")
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.emit("done")
         self._events.close()
@@ -314,7 +324,7 @@ class ChildPlugin:
         if self.job.remote:
             from autograder import remote
 
-            with remote.client(self.step, self.source) as http:
+            with remote.client(self.step, self.source, self._app_starting) as http:
                 yield http
             return
         from fastapi.testclient import TestClient
@@ -376,7 +386,9 @@ class ChildPlugin:
         if self.job.remote:
             from autograder import remote
 
-            with remote.serving(self.step, self.source, settings, env, overrides) as served:
+            with remote.serving(
+                self.step, self.source, settings, env, overrides, self._app_starting
+            ) as served:
                 # Kept after the server ends: a test may fail later on what it answered.
                 self._remote_served = served
                 yield served.url

@@ -338,7 +338,10 @@ def _run_one_child(
 ) -> ChildRun:
     catalog = load_catalog()
     import_limit = settings.import_timeout or catalog.import_timeout
-    test_limit = settings.test_timeout or step.timeout
+
+    def test_limit(test: str) -> float:
+        return settings.test_timeout or step.limit(test)
+
     with tempfile.TemporaryDirectory(prefix=f"grade-{step.id}-") as scratch:
         events_path = Path(scratch) / "events.jsonl"
         events_path.touch()
@@ -389,7 +392,7 @@ def _watch(
     child: Child,
     events: TextIO,
     import_limit: float,
-    test_limit: float,
+    test_limit: Callable[[str], float],
     canary: str = "",
     strict: bool = False,
 ) -> ChildRun:
@@ -448,11 +451,28 @@ def _watch(
                         forged("a test that always fails passed")
                     continue
                 run.results.append(event)
+            elif kind == "app_starting":
+                if not strict or phase != "test":
+                    forged("an app started outside a test of an instructor's run")
+                    continue
+                phase = "app_start"
+            elif kind == "app_serving":
+                if phase != "app_start":
+                    forged("an app was said to serve that was not starting")
+                    continue
+                phase = "test"
             elif kind == "done":
                 phase = "done"
         if exited:
             break
-        limit = {"startup": STARTUP_LIMIT, "import": import_limit}.get(phase, test_limit)
+        limit = {
+            "startup": STARTUP_LIMIT,
+            "import": import_limit,
+            # A remote job starting the app's process for a test (autograder.remote): its
+            # import and start-up, which a learner's run bounds by the import's limit and
+            # the test's. The process's start is the grader's cost, not the test's.
+            "app_start": import_limit + test_limit(current),
+        }.get(phase) or test_limit(current)
         if time.monotonic() - phase_started > limit:
             child.kill()
             if phase == "import":
@@ -466,9 +486,17 @@ def _watch(
                 run.stopped_in = (
                     current,
                     "timeout",
-                    f"Ran out of time: this test did not finish within {test_limit:g} s. "
+                    f"Ran out of time: this test did not finish within {limit:g} s. "
                     "Look for an infinite loop, or a call that never returns, in the code "
                     "it exercises.",
+                )
+            elif phase == "app_start":
+                run.stopped_in = (
+                    current,
+                    "timeout",
+                    f"The app did not start serving within {limit:g} s. Look for an "
+                    "infinite loop, or a call that never returns, at the top level of your "
+                    "modules or in the lifespan's start-up.",
                 )
             elif phase == "startup":
                 run.import_problem = ("timeout", "The grader could not start this step in time.")
@@ -477,7 +505,7 @@ def _watch(
     code = child.poll()
     if phase == "done" and canary and not canary_outcome and run.results:
         forged("the result of a test that always fails is missing")
-    if phase == "test" and current:
+    if phase in {"test", "app_start"} and current:
         run.stopped_in = (current, "crashed", crashed_message(code))
     elif phase == "import" and not run.import_problem:
         run.import_problem = (

@@ -41,7 +41,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,9 @@ CONFIGURING = ("app_settings", "app_overrides")  # a test file's, read by `app_u
 IMPORTING = frozenset({"import_module", "find_spec", "__import__", "modules", "getfixturevalue"})
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
+# What `client` and `serving` start the app's process inside: the grading child's note to
+# its engine that the app is starting (autograder.engine.APP_START_LIMIT), and is done.
+Starting = Callable[[], contextlib.AbstractContextManager[object]]
 NOTE_WAIT = 1.0  # seconds a failed test's explanation waits for the app's note of an error
 
 
@@ -400,13 +403,17 @@ def _served(
 
 
 @contextlib.contextmanager
-def client(step: Step, source: Path) -> Iterator[Any]:
-    """An httpx client on a fresh process serving the step's app, for one test."""
+def client(step: Step, source: Path, starting: Starting = contextlib.nullcontext) -> Iterator[Any]:
+    """An httpx client on a fresh process serving the step's app, for one test.
+
+    The app's start runs inside `starting()` (the grading child tells its engine, so that
+    the start does not count against the test's own limit)."""
     import httpx2 as httpx  # what the test client is built on, so responses are alike
 
     with _served(step, source) as served:
         try:
-            port = served.wait_listening()
+            with starting():
+                port = served.wait_listening()
         except ImportProblem as problem:  # the probe passed: an import that is not stable
             raise ServerFailure(Explanation("error", str(problem))) from None
 
@@ -440,12 +447,13 @@ def serving(
     settings: tuple[str, dict[str, Any]] | None,
     env: dict[str, str] | None = None,
     overrides: list[tuple[str, str]] | None = None,
+    starting: Starting = contextlib.nullcontext,
 ) -> Iterator[_Served]:
     """A fresh process serving the step's app under a real server, for one test: the
     grader's `app_url` and `app_server` in a remote job. With `settings`, (MODULE,
     VALUES), the app's MODULE.get_settings answers MODULE.Settings(**VALUES) there, with
     `overrides` the dependencies named answer the course's callables, and `env` is added
-    to its environment.
+    to its environment. The app's start runs inside `starting()`, as in `client`.
 
     As under a real server in a grading child, an exception of the app is a 500 to the
     test, not an error raised into it; `_Served.explain` tells it as a failure's cause.
@@ -455,7 +463,8 @@ def serving(
         options += ("--overrides", json.dumps(overrides))
     with _served(step, source, *options, env=env or {}) as served:
         try:
-            served.url = f"http://127.0.0.1:{served.wait_listening()}"
+            with starting():
+                served.url = f"http://127.0.0.1:{served.wait_listening()}"
         except ImportProblem as problem:  # the probe passed: an import that is not stable
             raise ServerFailure(Explanation("error", str(problem))) from None
         try:

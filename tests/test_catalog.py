@@ -214,6 +214,29 @@ def test_the_shared_module_check_can_fail() -> None:
     )
 
 
+def test_step_12s_limit_leaves_room_for_every_run_of_a_suite() -> None:
+    # A hanging suite is stopped run by run (SUITE_TIMEOUT each, WORKERS at a time, the
+    # correct service alone first); the step's limit only stops a runner that hangs, so a
+    # suite whose every run is slow must still get every run's own verdict.
+    import math
+    import tomllib
+
+    step = next(step for step in STEPS if step.id == "12")
+    tree = ast.parse((step.exercise_dir / "test_your_suite.py").read_text(encoding="utf-8"))
+    constants = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in {"SUITE_TIMEOUT", "WORKERS"}
+    }
+    catalog = ROOT / "autograder" / "mutants" / "12_testing" / "mutants.toml"
+    versions = tomllib.loads(catalog.read_text(encoding="utf-8"))
+    others = len(versions["mutants"]) + len(versions["equivalents"])
+    rounds = 1 + math.ceil(others / constants["WORKERS"])
+    assert step.timeout > rounds * constants["SUITE_TIMEOUT"], (step.timeout, rounds)
+
+
 def test_the_readme_lists_every_step() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for step in STEPS:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,73 @@ def test_a_handler_that_loops_forever_costs_only_its_tests(tmp_path: Path, sandb
     assert "a second time too" in timed_out[0].message, timed_out[0].message
     assert all("did not finish within 2 s" in r.message for r in timed_out)
     assert all(r.score == 0 for r in records.values() if r.test != "test_health_returns_ok")
+
+
+@MODES
+def test_a_test_with_a_limit_of_its_own_is_given_it(tmp_path: Path, sandboxed: bool) -> None:
+    # course.toml gives a test that does far more than its step's others a `timeout` of
+    # its own; here /health takes longer than the step's limit, and less than its own.
+    folder = broken_copy(
+        tmp_path,
+        lambda text: text.replace(
+            'return {"status": "ok"}',
+            'import time\n    time.sleep(2.5)\n    return {"status": "ok"}',
+        ),
+    )
+    tests = tuple(
+        replace(test, timeout=8.0) if test.name == "test_health_returns_ok" else test
+        for test in STEP.tests
+    )
+    step = replace(STEP, timeout=1.5, tests=tests)
+    settings = Settings(
+        source=lambda step: folder,
+        select=lambda step, test: test == "test_health_returns_ok",
+        sandboxed=sandboxed,
+    )
+    [record] = grade_step(step, settings)
+    assert record.passed, record.message
+
+
+def test_an_instructors_run_does_not_count_the_apps_start_against_a_test(
+    tmp_path: Path,
+) -> None:
+    # Over HTTP, each test starts the app's process: on a busy machine that start once took
+    # a correct submission's test past its limit. The start has a limit of its own (the
+    # import's and the test's, the time a learner's run gives the same code), and the test
+    # is timed from the moment the app serves. Here the start alone outlasts the test's limit.
+    folder = broken_copy(tmp_path, lambda text: "import time\ntime.sleep(3)\n" + text)
+    only = {"test_health_returns_ok", "test_analyze_counts_characters_and_words"}
+    settings = Settings(
+        source=lambda step: folder,
+        select=lambda step, test: test in only,
+        sandboxed=True,
+        import_timeout=8.0,
+        test_timeout=1.5,
+    )
+    records = grade_step(STEP, settings)
+    assert {r.test for r in records if r.passed} == only, [r.message for r in records]
+
+
+def test_an_instructors_run_stops_an_app_that_never_starts_serving(tmp_path: Path) -> None:
+    hanging = (
+        "\nimport contextlib as _contextlib, time as _time\n"
+        "@_contextlib.asynccontextmanager\n"
+        "async def _never_ready(app):\n"
+        "    while True:\n"
+        "        _time.sleep(0.1)\n"
+        "    yield\n"
+        "app.router.lifespan_context = _never_ready\n"
+    )
+    folder = broken_copy(tmp_path, lambda text: text + hanging)
+    settings = Settings(
+        source=lambda step: folder,
+        select=lambda step, test: test == "test_health_returns_ok",
+        sandboxed=True,
+        **FAST,
+    )
+    [record] = grade_step(STEP, settings)
+    assert record.outcome == "timeout", (record.outcome, record.message)
+    assert "did not start serving within" in record.message, record.message
 
 
 @MODES
