@@ -16,8 +16,9 @@ dependency MODULE.get_settings answers MODULE.Settings(**VALUES), as the grader'
 It tells the grader what happens by appending one JSON object a line to REPORT:
 `{"imported": true}` once the modules are imported (with `--import-only` it then ends),
 `{"listening": PORT}` once it serves, `{"import_error": MESSAGE}` if a module cannot be
-imported, and `{"server_error": {...}}` (an `Explanation`'s fields) for each exception
-the app raises, written before its 500 is sent. This is the only channel from the
+imported, `{"server_error": {...}}` (an `Explanation`'s fields) for each exception
+the app raises, written before its 500 is sent, and `{"log": {...}}` for each record the
+app logs at WARNING or above (`autograder.applog`). This is the only channel from the
 submission to the grader; the grader reads it as untrusted input (`autograder.remote`).
 """
 
@@ -29,10 +30,12 @@ import io
 import json
 import socket
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from autograder.applog import as_data, collecting
 from autograder.catalog import load_catalog
 from autograder.messages import explain_import_failure, explain_test_failure, missing_app
 from autograder.server_errors import note_server_errors
@@ -72,9 +75,12 @@ def main(arguments: list[str]) -> int:
     source = Path(source_text).resolve()
     report = open(report_path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the process)
 
+    told = threading.Lock()  # the app may log, or fail, in several threads at once
+
     def tell(**data: Any) -> None:
-        report.write(json.dumps(data) + "\n")
-        report.flush()
+        with told:
+            report.write(json.dumps(data) + "\n")
+            report.flush()
 
     noted: set[int] = set()
 
@@ -142,7 +148,8 @@ def main(arguments: list[str]) -> int:
     # lifespan "on", not "auto": a start-up that fails stops the server, as it fails the
     # test under the test client; "auto" would log it and serve all the same.
     config = uvicorn.Config(served, lifespan="on", log_level="warning")
-    Server(config).run(sockets=[listener])
+    with collecting(lambda line: tell(log=as_data(line))):  # after uvicorn sets up logging
+        Server(config).run(sockets=[listener])
     return 0
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from autograder.applog import LogLine, collecting
 from autograder.catalog import Step, load_catalog
 from autograder.messages import (
     Explanation,
@@ -89,6 +90,7 @@ class ChildPlugin:
         self._environment = dict(os.environ)  # to name what a test changed
         self._not_learner_modules: dict[str, Any] = {}  # see forget_learner_modules
         self._remote_served: Any = None  # the last app `app_url`/`app_server` served, this test
+        self._remote_servers: list[Any] = []  # every app served, this test (for `app_log`)
 
     # -- events ---------------------------------------------------------------------
 
@@ -229,6 +231,7 @@ class ChildPlugin:
         self._outcomes.pop(item.nodeid, None)
         self._server_errors.clear()
         self._remote_served = None
+        self._remote_servers = []
         result = yield
         explanation = self._outcomes.get(item.nodeid, Explanation("passed", ""))
         output = self._printed.pop(item.nodeid, "")
@@ -325,6 +328,7 @@ class ChildPlugin:
             from autograder import remote
 
             with remote.client(self.step, self.source, self._app_starting) as http:
+                self._remote_servers.append(http.app)
                 yield http
             return
         from fastapi.testclient import TestClient
@@ -391,6 +395,7 @@ class ChildPlugin:
             ) as served:
                 # Kept after the server ends: a test may fail later on what it answered.
                 self._remote_served = served
+                self._remote_servers.append(served)
                 yield served.url
             return
         from autograder.appserver import use_overrides, use_settings
@@ -406,6 +411,19 @@ class ChildPlugin:
         use_overrides(app, overrides)
         with serve_app_in_thread(app, timeout_graceful_shutdown=1) as base_url:
             yield base_url
+
+    @pytest.fixture
+    def app_log(self) -> Iterator[Callable[[], list[LogLine]]]:
+        """`app_log()`: what the app's own loggers logged at WARNING or above since the test
+        began, in order, each a LogLine(level, logger, message) (`autograder.applog`). In a
+        remote job, what each app this test started reported from its process."""
+        if self.job.remote:
+            servers = self._remote_servers
+            yield lambda: [line for served in servers for line in served.logged_lines()]
+            return
+        lines: list[LogLine] = []
+        with collecting(lines.append):
+            yield lambda: list(lines)
 
     @staticmethod  # a method of the plugin's instance, pytest warns, may not be per session
     @pytest.fixture(scope="session")

@@ -46,18 +46,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from autograder import applog
 from autograder.catalog import Step
 from autograder.child import ENV_VAR as CHILD_ENV_VAR
 from autograder.messages import Explanation, caused_by, crashed_message, explain_test_failure
 from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
 
-GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url", "app_server"})
-# The grader's fixtures a remote job serves over HTTP, or that name the graded folder
-# for a test that runs it in processes of its own (see `autograder.child`), and pytest's
+GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url", "app_server", "app_log"})
+# The grader's fixtures a remote job serves over HTTP (with what those apps logged), or
+# that name the graded folder for a test that runs it in processes of its own (see
+# `autograder.child`), and pytest's
 # own that a test may take beside them (a scratch folder, the test's request: the
 # grader's side).
 OVER_HTTP_FIXTURES = frozenset(
-    {"client", "app_url", "app_server", "graded_folder", "tmp_path", "request"}
+    {"client", "app_url", "app_server", "app_log", "graded_folder", "tmp_path", "request"}
 )
 CONFIGURING = ("app_settings", "app_overrides")  # a test file's, read by `app_url`
 # Names by which a test or fixture would import a module itself, or reach the grader's
@@ -65,6 +67,7 @@ CONFIGURING = ("app_settings", "app_overrides")  # a test file's, read by `app_u
 IMPORTING = frozenset({"import_module", "find_spec", "__import__", "modules", "getfixturevalue"})
 START_LIMIT = 60.0  # seconds for the app's process to import, start up and listen
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
+MAX_LOG_LINES = 200  # log records kept of one app's process
 # What `client` and `serving` start the app's process inside: the grading child's note to
 # its engine that the app is starting (autograder.engine.APP_START_LIMIT), and is done.
 Starting = Callable[[], contextlib.AbstractContextManager[object]]
@@ -77,7 +80,7 @@ def http_only_tests(step: Step) -> frozenset[str]:
     own test files, never the submission's).
 
     A test qualifies when each of its fixtures is `client`, `app_url`, `app_server`,
-    `graded_folder`, `tmp_path` or `request`, or a fixture of its own file (plain, or
+    `app_log`, `graded_folder`, `tmp_path` or `request`, or a fixture of its own file (plain, or
     one per module) whose fixtures qualify in turn (step 10's `served` wraps `app_url`;
     step 15's `deployment` runs the graded folder's app under uvicorn), and neither it
     nor those fixtures import one of the step's modules (or any by name) in their body.
@@ -250,6 +253,7 @@ class _Served:
         self.printed_path = scratch / "printed.txt"  # the app's sys.stdout (appserver)
         self.report = _Report(report_path)
         self.errors: list[ServerFailure] = []
+        self.logged: list[applog.LogLine] = []
         self.source, self.given = source, step.given
         self.url = ""  # once it serves
         self.stopped = False
@@ -280,6 +284,7 @@ class _Served:
                     raise ImportProblem(_text(message["import_error"]) or "The import failed.")
                 if "server_error" in message:
                     raise _failure(message["server_error"])
+                self._take_log(message)  # the lifespan's, say
                 if imported_only and message.get("imported") is True:
                     return 0
                 port = message.get("listening")
@@ -356,6 +361,18 @@ class _Served:
         for message in self.report.read():
             if "server_error" in message:
                 self.errors.append(_failure(message["server_error"]))
+            self._take_log(message)
+
+    def _take_log(self, message: dict[str, Any]) -> None:
+        line = applog.parse(message.get("log"))
+        if line is not None and len(self.logged) < MAX_LOG_LINES:
+            self.logged.append(line)
+
+    def logged_lines(self) -> list[applog.LogLine]:
+        """What the app logged at WARNING or above, so far (`autograder.applog`)."""
+        if not self.stopped:
+            self._read_errors()
+        return list(self.logged)
 
     def stop(self) -> None:
         """End the app's process; what it reported until then stays for `explain` (a
@@ -418,6 +435,8 @@ def client(step: Step, source: Path, starting: Starting = contextlib.nullcontext
             raise ServerFailure(Explanation("error", str(problem))) from None
 
         class Client(httpx.Client):
+            app = served  # the app's process, for what it reported (the grader's `app_log`)
+
             def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
                 try:
                     response = super().send(request, **kwargs)

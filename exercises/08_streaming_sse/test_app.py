@@ -136,15 +136,6 @@ class RecordingLM:
         )
 
 
-def use_model(app: Any, model: Any) -> None:
-    """Make every request of `app` get `model` from the get_chat_model dependency."""
-    module = sys.modules["app"]
-    dependency = getattr(module, "get_chat_model", None)
-    if dependency is None:
-        raise AssertionError("app.py must define get_chat_model (the model dependency).")
-    app.dependency_overrides[dependency] = lambda: model
-
-
 class ModelSlot:
     """The model lent to the app, which a test may swap between two requests."""
 
@@ -466,13 +457,13 @@ def test_the_error_event_does_not_show_the_exceptions_text(app_server):
             )
 
 
-def test_a_model_failure_is_logged(app, client, caplog):
+def test_a_model_failure_is_logged(app_server, app_log):
     model = FailingLM(2)
-    use_model(app, model)
     what = "POST /chat/stream while the model raises ModelError after 2 tokens"
-    with caplog.at_level(logging.WARNING):
-        failing_stream(client, model, chat(max_tokens=4), what)
-    if not any(record.levelno >= logging.WARNING for record in caplog.records):
+    with lent(app_server, model) as http:
+        failing_stream(http, model, chat(max_tokens=4), what)
+    # app_log(): what your app's loggers logged at WARNING or above (uvicorn's left out).
+    if not any(line.level >= logging.WARNING for line in app_log()):
         raise AssertionError(
             f"{what} logged nothing at level WARNING or above. Log the failure (for "
             "instance logger.exception(...)) before sending the error event: the client's "
