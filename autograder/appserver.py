@@ -1,7 +1,7 @@
 """The submission's side of an instructor's tests over HTTP: serve the step's app.
 
     python -m autograder.appserver STEP SOURCE REPORT [--import-only] [--settings JSON]
-        [--overrides JSON]
+        [--overrides JSON] [--patches JSON]
 
 In an instructor's run (`--source-root`), a step's tests that talk to the app only over
 HTTP (`client`, `app_url`, `app_server`) run in a grading process that never imports the
@@ -11,7 +11,8 @@ serves the app with uvicorn on a free loopback port, its lifespan run. With
 `--settings '["MODULE", {VALUES}]'` (the grader's, from the course's test file), the app's
 dependency MODULE.get_settings answers MODULE.Settings(**VALUES), as the grader's
 `app_url` fixture sets it in a grading child; with `--overrides '[["MODULE:NAME",
-"coursekit.M:F"], ...]'`, the app's dependency MODULE.NAME answers the course's M.F.
+"coursekit.M:F"], ...]'`, the app's dependency MODULE.NAME answers the course's M.F;
+with `--patches` (the same shape), the name MODULE.NAME is the course's M.F.
 
 It tells the grader what happens by appending one JSON object a line to REPORT:
 `{"imported": true}` once the modules are imported (with `--import-only` it then ends),
@@ -61,12 +62,29 @@ def use_overrides(app: Any, overrides: list[tuple[str, str]]) -> None:
             raise AssertionError(
                 f"{module_name}.py must define {name} (a dependency the tests replace)."
             )
-        course_module, _, attribute = replacement.partition(":")
-        if not course_module.startswith("coursekit."):  # only the course's own code
-            raise ValueError(f"app_overrides: {replacement!r} is not of coursekit")
-        app.dependency_overrides[dependency] = getattr(
-            importlib.import_module(course_module), attribute
-        )
+        app.dependency_overrides[dependency] = _courses(replacement, "app_overrides")
+
+
+def use_patches(patches: list[tuple[str, str]], modules: tuple[str, ...]) -> None:
+    """For each `("module:name", "coursekit.module:name")`, make `name` in the step's
+    `module` the course's callable, before the app starts (the grader's `app_server` with
+    `patches=`: in a grading child and here alike)."""
+    for target, replacement in patches:
+        module_name, _, name = target.partition(":")
+        if module_name not in modules:
+            raise ValueError(f"patches: {module_name!r} is not a module of the step")
+        module = importlib.import_module(module_name)
+        if not hasattr(module, name):
+            raise AssertionError(f"{module_name}.py must define {name} (a name the tests replace).")
+        setattr(module, name, _courses(replacement, "patches"))
+
+
+def _courses(replacement: str, what: str) -> Any:
+    """The course's callable `coursekit.module:name`, never another module's."""
+    course_module, _, attribute = replacement.partition(":")
+    if not course_module.startswith("coursekit."):  # only the course's own code
+        raise ValueError(f"{what}: {replacement!r} is not of coursekit")
+    return getattr(importlib.import_module(course_module), attribute)
 
 
 def main(arguments: list[str]) -> int:
@@ -118,6 +136,9 @@ def main(arguments: list[str]) -> int:
             use_settings(app, *json.loads(options[options.index("--settings") + 1]))
         if "--overrides" in options:
             use_overrides(app, json.loads(options[options.index("--overrides") + 1]))
+        if "--patches" in options:
+            patches = json.loads(options[options.index("--patches") + 1])
+            use_patches([(a, b) for a, b in patches], step.modules)
     except Exception as exc:  # the learner's Settings, say: told as a grading child tells it
         server_error(exc)
         return 0

@@ -360,15 +360,24 @@ class ChildPlugin:
         `settings=` replaces the VALUES of the test file's `app_settings` for this app
         (a dict), or, with None, leaves the app's get_settings as it is: the app then
         reads its settings from the environment, as when it is deployed.
+
+        `patches=[("module:name", "coursekit.m:f")]` makes the name `name` of the step's
+        module `module` the course's m.f before the app starts (step 04's lifespan calls
+        a `load_model` that fails).
         """
 
         def start(
-            env: dict[str, str], *, settings: dict[str, Any] | object | None = FILE_SETTINGS
+            env: dict[str, str],
+            *,
+            settings: dict[str, Any] | object | None = FILE_SETTINGS,
+            patches: list[tuple[str, str]] | tuple[()] = (),
         ) -> contextlib.AbstractContextManager[str]:
+            if not all(isinstance(a, str) and isinstance(b, str) for a, b in patches):
+                raise TypeError('patches must give [("module:name", "coursekit.module:name")]')
             if not self.job.remote:
                 for name, value in env.items():
                     monkeypatch.setenv(name, value)
-            return self._serving(request, env, settings)
+            return self._serving(request, env, settings, [(a, b) for a, b in patches])
 
         return start
 
@@ -378,6 +387,7 @@ class ChildPlugin:
         request: pytest.FixtureRequest,
         env: dict[str, str],
         values: dict[str, Any] | object | None,
+        patches: list[tuple[str, str]] | None = None,
     ) -> Iterator[str]:
         settings = _app_settings(request)
         if values is None:
@@ -391,14 +401,14 @@ class ChildPlugin:
             from autograder import remote
 
             with remote.serving(
-                self.step, self.source, settings, env, overrides, self._app_starting
+                self.step, self.source, settings, env, overrides, patches, self._app_starting
             ) as served:
                 # Kept after the server ends: a test may fail later on what it answered.
                 self._remote_served = served
                 self._remote_servers.append(served)
                 yield served.url
             return
-        from autograder.appserver import use_overrides, use_settings
+        from autograder.appserver import use_overrides, use_patches, use_settings
         from coursekit.server import serve_app_in_thread
 
         module_name, _, attribute = self.step.app.partition(":")
@@ -409,6 +419,7 @@ class ChildPlugin:
         if settings:
             use_settings(app, *settings)
         use_overrides(app, overrides)
+        use_patches(patches or [], self.step.modules)
         with serve_app_in_thread(app, timeout_graceful_shutdown=1) as base_url:
             yield base_url
 

@@ -339,6 +339,51 @@ def test_app_overrides_replace_a_dependency_with_the_courses_code_only() -> None
     assert app.dependency_overrides == {Job: get_model}
 
 
+ERRORS_STEP = load_catalog().step("04")
+
+
+@MODES
+def test_a_name_patches_replace_must_exist_in_either_mode(tmp_path: Path, sandboxed: bool) -> None:
+    # Step 04's lifespan calls registry.load_model, which its loading tests replace.
+    folder = broken_copy(tmp_path, lambda text: text, ERRORS_STEP)
+    registry = folder / "registry.py"
+    text = registry.read_text(encoding="utf-8")
+    registry.write_text(
+        text.replace("load_model", "load_artifact_of").replace(
+            "from coursekit.models import LoadedModel, load_artifact_of",
+            "from coursekit.models import LoadedModel\n"
+            "from coursekit.models import load_model as load_artifact_of",
+        ),
+        encoding="utf-8",
+    )
+    only = {"test_a_model_that_fails_to_load_is_a_503_not_a_crash"}
+    [record] = grade_only(ERRORS_STEP, folder, only, sandboxed).values()
+    assert record.outcome == "failed", (record.outcome, record.message)
+    assert record.message == "registry.py must define load_model (a name the tests replace)."
+
+
+def test_patches_replace_a_name_of_the_steps_modules_with_the_courses_code_only() -> None:
+    import types
+
+    from autograder.appserver import use_patches
+
+    module = types.ModuleType("registry_of_this_test")
+    module.load_model = print  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    try:
+        with pytest.raises(ValueError, match="not of coursekit"):
+            use_patches([(f"{module.__name__}:load_model", "os:system")], (module.__name__,))
+        with pytest.raises(ValueError, match="not a module of the step"):
+            use_patches([("os:system", "coursekit.failing_loads:wine_file_missing")], ())
+        target = f"{module.__name__}:load_model"
+        use_patches([(target, "coursekit.failing_loads:wine_file_missing")], (module.__name__,))
+    finally:
+        del sys.modules[module.__name__]
+    from coursekit.failing_loads import wine_file_missing
+
+    assert module.load_model is wine_file_missing  # type: ignore[attr-defined]
+
+
 def _slow_the_first_times(runs: int):  # type: ignore[no-untyped-def]
     """An edit: the first `runs` grading children see /analyze run out of time (as a
     correct solution on a busy machine can); each child counts itself in a file."""

@@ -296,28 +296,17 @@ def test_predicting_before_start_up_is_a_503(app):
         expect_not_loaded(client.post(path, json=body), model)
 
 
-class ModelFileCorrupt(Exception):
-    """Not an OSError nor a ValueError: any exception a load raises must be survived."""
+# Your lifespan's `load_model` (in registry.py) replaced by one of the course's, which fails
+# for one model as a missing or broken file would (coursekit/failing_loads.py).
+WINE_FILE_MISSING = [("registry:load_model", "coursekit.failing_loads:wine_file_missing")]
+TICKETS_FILE_CORRUPT = [("registry:load_model", "coursekit.failing_loads:tickets_file_corrupt")]
 
 
-def failing_app(exercise: Any, failing: str, error: Exception) -> Any:
-    """Your app, freshly imported, whose `load_model` raises `error` for the model `failing`."""
-    app = exercise("app").app
-    registry = sys.modules["registry"]  # the very registry.py your app.py imported
-    real_load_model = registry.load_model
-
-    def load_model(name: str) -> LoadedModel:
-        if name == failing:
-            raise error
-        return real_load_model(name)
-
-    registry.load_model = load_model  # your lifespan calls this one
-    return app
-
-
-def test_a_model_that_fails_to_load_is_a_503_not_a_crash(exercise):
-    app = failing_app(exercise, "wine", OSError("wine.skops: no such file"))
-    with TestClient(app, raise_server_exceptions=False) as client:
+def test_a_model_that_fails_to_load_is_a_503_not_a_crash(app_server):
+    with (
+        app_server({}, patches=WINE_FILE_MISSING) as base_url,
+        httpx.Client(base_url=base_url, timeout=None) as client,
+    ):
         expect_json(client.post("/tickets/predict", json=TICKET))
         health = expect_json(client.get("/health"))
         expect_equal(
@@ -326,9 +315,12 @@ def test_a_model_that_fails_to_load_is_a_503_not_a_crash(exercise):
         expect_error(client.post("/wine/predict", json=a_wine()), 503, "model_not_loaded")
         batch = {"instances": [a_wine()]}
         expect_error(client.post("/wine/predict/batch", json=batch), 503, "model_not_loaded")
-    # Another model, another kind of failure: start-up still goes on.
-    app = failing_app(exercise, "tickets", ModelFileCorrupt("tickets.skops: not a skops file"))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    # Another model, another kind of failure (ModelFileCorrupt, neither an OSError nor a
+    # ValueError): start-up still goes on.
+    with (
+        app_server({}, patches=TICKETS_FILE_CORRUPT) as base_url,
+        httpx.Client(base_url=base_url, timeout=None) as client,
+    ):
         expect_json(client.post("/wine/predict", json=a_wine()))
         health = expect_json(client.get("/health"))
         expect_equal(
@@ -343,11 +335,11 @@ def test_a_model_that_fails_to_load_is_a_503_not_a_crash(exercise):
         expect_json(client.get("/models/wine"))
 
 
-def test_a_model_that_fails_to_load_is_logged(exercise, caplog):
-    app = failing_app(exercise, "wine", OSError("wine.skops: no such file"))
-    with caplog.at_level(logging.WARNING), TestClient(app, raise_server_exceptions=False):
+def test_a_model_that_fails_to_load_is_logged(app_server, app_log):
+    with app_server({}, patches=WINE_FILE_MISSING):
         pass
-    if not any(record.levelno >= logging.WARNING for record in caplog.records):
+    # app_log(): what your app's loggers logged at WARNING or above (uvicorn's left out).
+    if not any(line.level >= logging.WARNING for line in app_log()):
         raise AssertionError(
             "Start-up with a wine model that fails to load (OSError: wine.skops: no such "
             "file) logged nothing at level WARNING or above. Log the failure (for instance "
