@@ -1,7 +1,7 @@
 """The submission's side of an instructor's tests over HTTP: serve the step's app.
 
     python -m autograder.appserver STEP SOURCE REPORT [--import-only] [--settings JSON]
-        [--overrides JSON] [--patches JSON]
+        [--overrides JSON] [--patches JSON] [--routes JSON]
 
 In an instructor's run (`--source-root`), a step's tests that talk to the app only over
 HTTP (`client`, `app_url`, `app_server`) run in a grading process that never imports the
@@ -12,7 +12,8 @@ serves the app with uvicorn on a free loopback port, its lifespan run. With
 dependency MODULE.get_settings answers MODULE.Settings(**VALUES), as the grader's
 `app_url` fixture sets it in a grading child; with `--overrides '[["MODULE:NAME",
 "coursekit.M:F"], ...]'`, the app's dependency MODULE.NAME answers the course's M.F;
-with `--patches` (the same shape), the name MODULE.NAME is the course's M.F.
+with `--patches` (the same shape), the name MODULE.NAME is the course's M.F; with
+`--routes '["coursekit.M:F", ...]'`, M.F(app, module) adds routes for the test.
 
 It tells the grader what happens by appending one JSON object a line to REPORT:
 `{"imported": true}` once the modules are imported (with `--import-only` it then ends),
@@ -32,8 +33,9 @@ import json
 import socket
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from autograder.applog import as_data, collecting
@@ -77,6 +79,39 @@ def use_patches(patches: list[tuple[str, str]], modules: tuple[str, ...]) -> Non
         if not hasattr(module, name):
             raise AssertionError(f"{module_name}.py must define {name} (a name the tests replace).")
         setattr(module, name, _courses(replacement, "patches"))
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a test changes in the app before it starts, beside its settings and its
+    dependencies (the grader's `app_server`, `patches=` and `routes=`)."""
+
+    patches: list[tuple[str, str]] = field(default_factory=list)  # ("module:name", "coursekit.m:f")
+    routes: list[str] = field(default_factory=list)  # "coursekit.m:f", called (app, module)
+
+    def options(self) -> tuple[str, ...]:
+        """The command-line options that carry them to this process."""
+        options: tuple[str, ...] = ()
+        if self.patches:
+            options += ("--patches", json.dumps(self.patches))
+        if self.routes:
+            options += ("--routes", json.dumps(self.routes))
+        return options
+
+    @classmethod
+    def from_options(cls, options: list[str]) -> Changes:
+        def value(name: str) -> Any:
+            return json.loads(options[options.index(name) + 1]) if name in options else []
+
+        return cls([(a, b) for a, b in value("--patches")], [str(r) for r in value("--routes")])
+
+
+def use_changes(app: Any, module: ModuleType, changes: Changes, modules: tuple[str, ...]) -> None:
+    """Make the test's changes to the app and its modules (in a grading child and here
+    alike): each patch, then each of the course's routes, `f(app, module)`."""
+    use_patches(changes.patches, modules)
+    for route in changes.routes:
+        _courses(route, "routes")(app, module)
 
 
 def _courses(replacement: str, what: str) -> Any:
@@ -136,9 +171,8 @@ def main(arguments: list[str]) -> int:
             use_settings(app, *json.loads(options[options.index("--settings") + 1]))
         if "--overrides" in options:
             use_overrides(app, json.loads(options[options.index("--overrides") + 1]))
-        if "--patches" in options:
-            patches = json.loads(options[options.index("--patches") + 1])
-            use_patches([(a, b) for a, b in patches], step.modules)
+        module = modules.get(module_name) or importlib.import_module(module_name)
+        use_changes(app, module, Changes.from_options(options), step.modules)
     except Exception as exc:  # the learner's Settings, say: told as a grading child tells it
         server_error(exc)
         return 0

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from autograder.applog import LogLine, collecting
+from autograder.appserver import Changes
 from autograder.catalog import Step, load_catalog
 from autograder.messages import (
     Explanation,
@@ -363,7 +364,9 @@ class ChildPlugin:
 
         `patches=[("module:name", "coursekit.m:f")]` makes the name `name` of the step's
         module `module` the course's m.f before the app starts (step 04's lifespan calls
-        a `load_model` that fails).
+        a `load_model` that fails). `routes=["coursekit.m:f"]` adds routes for this test
+        only: m.f(app, module) is called with the app and its module before it starts
+        (`coursekit.probe_routes`).
         """
 
         def start(
@@ -371,13 +374,17 @@ class ChildPlugin:
             *,
             settings: dict[str, Any] | object | None = FILE_SETTINGS,
             patches: list[tuple[str, str]] | tuple[()] = (),
+            routes: list[str] | tuple[()] = (),
         ) -> contextlib.AbstractContextManager[str]:
             if not all(isinstance(a, str) and isinstance(b, str) for a, b in patches):
                 raise TypeError('patches must give [("module:name", "coursekit.module:name")]')
+            if not all(isinstance(route, str) for route in routes):
+                raise TypeError('routes must give ["coursekit.module:name"]')
             if not self.job.remote:
                 for name, value in env.items():
                     monkeypatch.setenv(name, value)
-            return self._serving(request, env, settings, [(a, b) for a, b in patches])
+            changes = Changes([(a, b) for a, b in patches], list(routes))
+            return self._serving(request, env, settings, changes)
 
         return start
 
@@ -387,7 +394,7 @@ class ChildPlugin:
         request: pytest.FixtureRequest,
         env: dict[str, str],
         values: dict[str, Any] | object | None,
-        patches: list[tuple[str, str]] | None = None,
+        changes: Changes | None = None,
     ) -> Iterator[str]:
         settings = _app_settings(request)
         if values is None:
@@ -401,14 +408,14 @@ class ChildPlugin:
             from autograder import remote
 
             with remote.serving(
-                self.step, self.source, settings, env, overrides, patches, self._app_starting
+                self.step, self.source, settings, env, overrides, changes, self._app_starting
             ) as served:
                 # Kept after the server ends: a test may fail later on what it answered.
                 self._remote_served = served
                 self._remote_servers.append(served)
                 yield served.url
             return
-        from autograder.appserver import use_overrides, use_patches, use_settings
+        from autograder.appserver import use_changes, use_overrides, use_settings
         from coursekit.server import serve_app_in_thread
 
         module_name, _, attribute = self.step.app.partition(":")
@@ -419,7 +426,7 @@ class ChildPlugin:
         if settings:
             use_settings(app, *settings)
         use_overrides(app, overrides)
-        use_patches(patches or [], self.step.modules)
+        use_changes(app, module, changes or Changes(), self.step.modules)
         with serve_app_in_thread(app, timeout_graceful_shutdown=1) as base_url:
             yield base_url
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from autograder import applog
+from autograder.appserver import Changes
 from autograder.catalog import Step
 from autograder.child import ENV_VAR as CHILD_ENV_VAR
 from autograder.messages import Explanation, caused_by, crashed_message, explain_test_failure
@@ -466,14 +467,14 @@ def serving(
     settings: tuple[str, dict[str, Any]] | None,
     env: dict[str, str] | None = None,
     overrides: list[tuple[str, str]] | None = None,
-    patches: list[tuple[str, str]] | None = None,
+    changes: Changes | None = None,
     starting: Starting = contextlib.nullcontext,
 ) -> Iterator[_Served]:
     """A fresh process serving the step's app under a real server, for one test: the
     grader's `app_url` and `app_server` in a remote job. With `settings`, (MODULE,
     VALUES), the app's MODULE.get_settings answers MODULE.Settings(**VALUES) there, with
-    `overrides` the dependencies named answer the course's callables, with `patches` the
-    names of the step's modules named are the course's callables, and `env` is added
+    `overrides` the dependencies named answer the course's callables, `changes` are made
+    (`autograder.appserver.Changes`), and `env` is added
     to its environment. The app's start runs inside `starting()`, as in `client`.
 
     As under a real server in a grading child, an exception of the app is a 500 to the
@@ -482,8 +483,8 @@ def serving(
     options = ("--settings", json.dumps(list(settings))) if settings else ()
     if overrides:
         options += ("--overrides", json.dumps(overrides))
-    if patches:
-        options += ("--patches", json.dumps(patches))
+    if changes:
+        options += changes.options()
     with _served(step, source, *options, env=env or {}) as served:
         try:
             with starting():

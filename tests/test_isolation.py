@@ -384,6 +384,24 @@ def test_patches_replace_a_name_of_the_steps_modules_with_the_courses_code_only(
     assert module.load_model is wine_file_missing  # type: ignore[attr-defined]
 
 
+def test_routes_a_test_adds_are_the_courses_code_only() -> None:
+    import types
+
+    from fastapi import FastAPI
+
+    from autograder.appserver import Changes, use_changes
+
+    app, module = FastAPI(), types.ModuleType("app")
+    with pytest.raises(ValueError, match="not of coursekit"):
+        use_changes(app, module, Changes(routes=["os:system"]), ())
+    use_changes(app, module, Changes(routes=["coursekit.probe_routes:http_errors"]), ())
+    paths = {route.path for route in app.routes}  # type: ignore[attr-defined]
+    assert {"/test-only/conflict", "/test-only/missing"} <= paths
+    # What travels to the app's process is read back as it was.
+    changes = Changes([("registry:load_model", "coursekit.m:f")], ["coursekit.m:g"])
+    assert Changes.from_options(list(changes.options())) == changes
+
+
 def _slow_the_first_times(runs: int):  # type: ignore[no-untyped-def]
     """An edit: the first `runs` grading children see /analyze run out of time (as a
     correct solution on a busy machine can); each child counts itself in a file."""

@@ -246,17 +246,13 @@ def test_http_errors_have_the_same_shape(client):
     expect_equal(response.headers.get("allow"), "POST", "the Allow header of the 405")
 
 
-def test_any_other_http_error_has_the_same_shape(app):
-    # Two routes added for this test only, raising what a route of yours might raise.
-    def conflict() -> None:
-        raise HTTPException(409, "This ticket is already being routed.", {"Retry-After": "5"})
-
-    def missing() -> None:
-        raise HTTPException(404, "No ticket has this id.")
-
-    app.add_api_route("/test-only/conflict", conflict, methods=["POST"])
-    app.add_api_route("/test-only/missing", missing, methods=["GET"])
-    with TestClient(app, raise_server_exceptions=False) as client:
+def test_any_other_http_error_has_the_same_shape(app_server):
+    # Two routes added for this test only, raising what a route of yours might raise: a 409
+    # with a Retry-After header and a 404 (coursekit/probe_routes.py).
+    with (
+        app_server({}, routes=["coursekit.probe_routes:http_errors"]) as base_url,
+        httpx.Client(base_url=base_url, timeout=None) as client,
+    ):
         expect_json(client.post("/tickets/predict", json=TICKET))
         response = client.post("/test-only/conflict")
         expect_error(response, 409, "http_error")

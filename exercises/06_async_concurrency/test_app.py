@@ -75,12 +75,13 @@ Start = Callable[..., AbstractContextManager[httpx2.Client]]
 def ensemble(app_server: Callable[[dict[str, str]], AbstractContextManager[str]]) -> Start:
     """`with ensemble(urls, timeout=..., max_in_flight=...) as client:` your app, imported
     afresh, under a real uvicorn server started with those ENSEMBLE_* variables set (the
-    grader's `app_server`), and an HTTP client for it (thread-safe)."""
+    grader's `app_server`; `routes=` adds the course's routes for a test only), and an
+    HTTP client for it (thread-safe)."""
 
     @contextmanager
-    def start(urls: list[str], **settings: Any) -> Iterator[httpx2.Client]:
+    def start(urls: list[str], routes: list[str] = (), **settings: Any) -> Iterator[httpx2.Client]:
         with (
-            app_server(environment(urls, **settings)) as base_url,
+            app_server(environment(urls, **settings), routes=routes) as base_url,
             httpx2.Client(base_url=base_url, timeout=None) as client,
         ):
             yield client
@@ -397,34 +398,21 @@ def test_a_hung_or_trickling_upstream_is_cut_off_at_the_deadline(
     expect_equal(got, expected, "the results with ENSEMBLE_TIMEOUT=0.5, two upstreams too slow")
 
 
-def test_the_wait_for_a_permit_counts_against_the_deadline(configured_module: Configure) -> None:
+def test_the_wait_for_a_permit_counts_against_the_deadline(ensemble: Start) -> None:
     alpha = make_upstream("alpha", delay=0.0)
-    with running_upstreams(alpha) as urls:
-        module = configured_module([urls["alpha"]], timeout=0.1, max_in_flight=2)
-        released = threading.Event()
-        holders: list[asyncio.Task[None]] = []
-
-        # A route added for this test only: it takes every permit of the semaphore that
-        # get_limiter gives, and holds them until the test lets go (5 s at the most).
-        @module.app.post("/test-only/hold-every-permit")
-        async def hold(limiter: Annotated[Any, Depends(module.get_limiter)]) -> dict[str, bool]:
-            for _ in range(2):
-                await limiter.acquire()
-
-            async def let_go() -> None:
-                await asyncio.to_thread(released.wait, 5.0)
-                for _ in range(2):
-                    limiter.release()
-
-            holders.append(asyncio.create_task(let_go()))
-            return {"locked": limiter.locked()}
-
-        with TestClient(module.app) as client:
-            try:
-                state = expect_json(client.post("/test-only/hold-every-permit"))
-                response = client.post("/ensemble", json={"text": TEXT})
-            finally:
-                released.set()
+    # Routes added for this test only (coursekit/probe_routes.py): /test-only/hold takes
+    # permits of the semaphore that get_limiter gives, and holds them until the test lets
+    # go (5 s at the most).
+    holder = ["coursekit.probe_routes:permit_holder"]
+    with (
+        running_upstreams(alpha) as urls,
+        ensemble([urls["alpha"]], timeout=0.1, max_in_flight=2, routes=holder) as client,
+    ):
+        try:
+            state = expect_json(client.post("/test-only/hold", params={"permits": 2}))
+            response = client.post("/ensemble", json={"text": TEXT})
+        finally:
+            client.post("/test-only/let-go")
     expect_equal(state, {"locked": True}, "the semaphore of get_limiter once the test holds 2")
     if response.status_code != 502:
         raise AssertionError(
@@ -515,20 +503,16 @@ def test_when_every_upstream_fails_the_answer_is_502(ensemble: Start) -> None:
         )
 
 
-def test_calls_in_flight_stay_within_the_bound(configured_module: Configure) -> None:
+def test_calls_in_flight_stay_within_the_bound(ensemble: Start) -> None:
     # One gated upstream behind three URLs: it counts the calls made to all three. Three
     # requests at once ask it 9 questions; with ENSEMBLE_MAX_IN_FLIGHT=4 only 4 may be
     # in flight, whether the bound is held per request, per call or not at all.
     shared = make_upstream("shared", delay=0.0, gated=True, gate_timeout=5)
     port = free_port()
     urls = [f"http://127.0.0.1:{port}/{prefix}" for prefix in ("a", "b", "c")]
-    module = configured_module(urls, max_in_flight=4)
-
-    # A route added for this test only: is the semaphore get_limiter gives fully taken?
-    @module.app.get("/test-only/limiter")
-    async def limiter_state(limiter: Annotated[Any, Depends(module.get_limiter)]) -> dict[str, Any]:
-        return {"locked": limiter.locked()}
-
+    # A route added for this test only (coursekit/probe_routes.py): GET /test-only/limiter
+    # answers whether the semaphore get_limiter gives is fully taken.
+    state_route = ["coursekit.probe_routes:limiter_state"]
     upstream_server = serve_in_thread(
         mounted(dict.fromkeys(("a", "b", "c"), shared.app)),
         port=port,
@@ -537,7 +521,7 @@ def test_calls_in_flight_stay_within_the_bound(configured_module: Configure) -> 
     )
     with (
         upstream_server,
-        serve(module.app) as http,
+        ensemble(urls, max_in_flight=4, routes=state_route) as http,
         ThreadPoolExecutor(max_workers=3) as pool,
     ):
         pending = [

@@ -1,0 +1,79 @@
+"""Routes a test adds to the app for itself only, under /test-only/ (the grader's
+`app_server(..., routes=["coursekit.probe_routes:NAME"])`).
+
+Each function takes the app and its module, and adds routes that raise what a route of
+the app might raise, or that report, over HTTP, what a test cannot see from outside (is
+the semaphore fully taken?). The test's verdict stays on its side: these only answer.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' parameter types, which
+# are made at run time from the app's own dependency, from their real annotations.
+import asyncio
+import contextlib
+from types import ModuleType
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException
+
+HOLD_AT_MOST = 5.0  # seconds the held permits stay taken if the test never lets go
+
+
+def http_errors(app: FastAPI, module: ModuleType) -> None:
+    """Step 04: POST /test-only/conflict raises a 409 with a Retry-After header, GET
+    /test-only/missing a 404, each an HTTPException as a route of the app might raise."""
+
+    def conflict() -> None:
+        raise HTTPException(409, "This ticket is already being routed.", {"Retry-After": "5"})
+
+    def missing() -> None:
+        raise HTTPException(404, "No ticket has this id.")
+
+    app.add_api_route("/test-only/conflict", conflict, methods=["POST"])
+    app.add_api_route("/test-only/missing", missing, methods=["GET"])
+
+
+def _limiter_dependency(module: ModuleType) -> Any:
+    get_limiter = getattr(module, "get_limiter", None)
+    if get_limiter is None:
+        raise AssertionError("app.py must define get_limiter (a dependency the tests use).")
+    return Annotated[Any, Depends(get_limiter)]
+
+
+def limiter_state(app: FastAPI, module: ModuleType) -> None:
+    """Step 06: GET /test-only/limiter answers {"locked": ...}, whether the semaphore the
+    app's get_limiter gives has no permit left."""
+    Limiter = _limiter_dependency(module)
+
+    async def state(limiter: Limiter) -> dict[str, bool]:
+        return {"locked": limiter.locked()}
+
+    app.add_api_route("/test-only/limiter", state, methods=["GET"])
+
+
+def permit_holder(app: FastAPI, module: ModuleType) -> None:
+    """Step 06: POST /test-only/hold?permits=N takes N permits of the semaphore the app's
+    get_limiter gives and answers {"locked": ...} once it holds them; it gives them back
+    on POST /test-only/let-go, or after HOLD_AT_MOST seconds."""
+    Limiter = _limiter_dependency(module)
+    let_go = asyncio.Event()
+    holders: list[asyncio.Task[None]] = []  # referenced, so a holder is not collected
+
+    async def hold(limiter: Limiter, permits: int) -> dict[str, bool]:
+        for _ in range(permits):
+            await limiter.acquire()
+
+        async def give_back() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(let_go.wait(), HOLD_AT_MOST)
+            for _ in range(permits):
+                limiter.release()
+
+        holders.append(asyncio.create_task(give_back()))
+        return {"locked": limiter.locked()}
+
+    async def release() -> dict[str, bool]:
+        let_go.set()
+        return {"released": True}
+
+    app.add_api_route("/test-only/hold", hold, methods=["POST"])
+    app.add_api_route("/test-only/let-go", release, methods=["POST"])
