@@ -33,6 +33,7 @@ import json
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -106,12 +107,20 @@ class Changes:
         return cls([(a, b) for a, b in value("--patches")], [str(r) for r in value("--routes")])
 
 
-def use_changes(app: Any, module: ModuleType, changes: Changes, modules: tuple[str, ...]) -> None:
+def use_changes(
+    app: Any, module: ModuleType, changes: Changes, modules: tuple[str, ...]
+) -> list[Callable[[], object]]:
     """Make the test's changes to the app and its modules (in a grading child and here
-    alike): each patch, then each of the course's routes, `f(app, module)`."""
+    alike): each patch, then each of the course's routes, `f(app, module)`. What those
+    return, if anything, is each a clean-up to call once the app has stopped (in a
+    grading child, where the test's process goes on; here the process ends instead)."""
     use_patches(changes.patches, modules)
+    cleanups = []
     for route in changes.routes:
-        _courses(route, "routes")(app, module)
+        cleanup = _courses(route, "routes")(app, module)
+        if callable(cleanup):
+            cleanups.append(cleanup)
+    return cleanups
 
 
 def _courses(replacement: str, what: str) -> Any:
@@ -172,7 +181,9 @@ def main(arguments: list[str]) -> int:
         if "--overrides" in options:
             use_overrides(app, json.loads(options[options.index("--overrides") + 1]))
         module = modules.get(module_name) or importlib.import_module(module_name)
-        use_changes(app, module, Changes.from_options(options), step.modules)
+        # Held until the process ends: a clean-up may own what it undoes (an active
+        # recording, ended if it were collected), and here the process's end undoes it.
+        cleanups = use_changes(app, module, Changes.from_options(options), step.modules)
     except Exception as exc:  # the learner's Settings, say: told as a grading child tells it
         server_error(exc)
         return 0
@@ -205,6 +216,7 @@ def main(arguments: list[str]) -> int:
     config = uvicorn.Config(served, lifespan="on", log_level="warning")
     with collecting(lambda line: tell(log=as_data(line))):  # after uvicorn sets up logging
         Server(config).run(sockets=[listener])
+    del cleanups
     return 0
 
 

@@ -426,9 +426,13 @@ class ChildPlugin:
         if settings:
             use_settings(app, *settings)
         use_overrides(app, overrides)
-        use_changes(app, module, changes or Changes(), self.step.modules)
-        with serve_app_in_thread(app, timeout_graceful_shutdown=1) as base_url:
-            yield base_url
+        cleanups = use_changes(app, module, changes or Changes(), self.step.modules)
+        try:
+            with serve_app_in_thread(app, timeout_graceful_shutdown=1) as base_url:
+                yield base_url
+        finally:
+            for cleanup in cleanups:
+                cleanup()
 
     @pytest.fixture
     def app_log(self) -> Iterator[Callable[[], list[LogLine]]]:

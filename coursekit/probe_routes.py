@@ -3,17 +3,22 @@
 
 Each function takes the app and its module, and adds routes that raise what a route of
 the app might raise, or that report, over HTTP, what a test cannot see from outside (is
-the semaphore fully taken?). The test's verdict stays on its side: these only answer.
+the semaphore fully taken? how often was a model loaded?). The test's verdict stays on
+its side: these only answer. A function may return a clean-up, called once the app has
+stopped where the test's process goes on (a learner's run serves the app in it).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' parameter types, which
 # are made at run time from the app's own dependency, from their real annotations.
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import ModuleType
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
+
+from coursekit import models
 
 HOLD_AT_MOST = 5.0  # seconds the held permits stay taken if the test never lets go
 
@@ -77,3 +82,29 @@ def permit_holder(app: FastAPI, module: ModuleType) -> None:
 
     app.add_api_route("/test-only/hold", hold, methods=["POST"])
     app.add_api_route("/test-only/let-go", release, methods=["POST"])
+
+
+def model_loads(app: FastAPI, module: ModuleType) -> None:
+    """Steps 03 to 05: GET /test-only/model-loads answers how many times `load_model`
+    loaded each model ({"tickets": 1, "wine": 1, ...}) since the app was set up, before its
+    start-up ran."""
+    models.reset_load_counts()
+
+    def loads() -> dict[str, int]:
+        return {name: models.load_count(name) for name in models.available_models()}
+
+    app.add_api_route("/test-only/model-loads", loads, methods=["GET"])
+
+
+def model_calls(app: FastAPI, module: ModuleType) -> Callable[[], None]:
+    """Steps 03 to 05: GET /test-only/model-calls answers the rows each call of each model
+    received ({"tickets": [1, 8], ...}), for the models loaded from set-up on
+    (`coursekit.models.record_batches`)."""
+    recording = models.record_batches()
+    batches = recording.__enter__()
+
+    def calls() -> dict[str, list[int]]:
+        return {name: list(rows) for name, rows in batches.items()}
+
+    app.add_api_route("/test-only/model-calls", calls, methods=["GET"])
+    return lambda: recording.__exit__(None, None, None)

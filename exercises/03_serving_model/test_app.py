@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import httpx2 as httpx
 from fastapi.testclient import TestClient
 
 from autograder.expect import (
@@ -202,17 +203,21 @@ def test_wine_batch_keeps_the_order_and_matches_single_predictions(client):
         )
 
 
-def test_a_batch_calls_the_model_once(app):
+def test_a_batch_calls_the_model_once(app_server):
     batches_sent = [
         ("tickets", "/tickets/predict/batch", [{"text": text} for text in TICKETS]),
         ("wine", "/wine/predict/batch", wines()),
     ]
-    # record_batches notes the rows each call of a model loaded meanwhile receives.
-    with record_batches() as batches, TestClient(app) as client:
+    # A route added for this test only (coursekit/probe_routes.py): the rows each call of
+    # each model your app loaded received.
+    with (
+        app_server({}, routes=["coursekit.probe_routes:model_calls"]) as base_url,
+        httpx.Client(base_url=base_url, timeout=None) as client,
+    ):
         for name, path, instances in batches_sent:
-            before = len(batches[name])
+            before = len(expect_json(client.get("/test-only/model-calls")).get(name, []))
             expect_json(client.post(path, json={"instances": instances}))
-            calls = batches[name][before:]
+            calls = expect_json(client.get("/test-only/model-calls")).get(name, [])[before:]
             if not calls or any(rows != len(instances) for rows in calls):
                 raise AssertionError(
                     f"POST {path} with {len(instances)} instances: the {name} model should "
@@ -233,10 +238,14 @@ def test_the_models_load_at_startup_not_at_import(exercise):
         expect_json(client.post("/tickets/predict", json={"text": TICKETS[0]}))
 
 
-def test_each_model_loads_once_however_many_requests(app):
-    reset_load_counts()
+def test_each_model_loads_once_however_many_requests(app_server):
     instances = wines()
-    with TestClient(app) as client:
+    # A route added for this test only (coursekit/probe_routes.py): how many times
+    # load_model loaded each model since your app was set up, start-up included.
+    with (
+        app_server({}, routes=["coursekit.probe_routes:model_loads"]) as base_url,
+        httpx.Client(base_url=base_url, timeout=None) as client,
+    ):
         for text in TICKETS[:3]:
             expect_json(client.post("/tickets/predict", json={"text": text}))
         expect_json(client.post("/tickets/predict/batch", json={"instances": [{"text": "hi"}]}))
@@ -245,8 +254,9 @@ def test_each_model_loads_once_however_many_requests(app):
         expect_json(client.post("/wine/predict/batch", json={"instances": instances}))
         expect_json(client.get("/models"))
         expect_json(client.get("/models/wine"))
-        for name in REFERENCE:
-            expect_equal(load_count(name), 1, f"the loads of the {name} model after 10 requests")
+        loads = expect_json(client.get("/test-only/model-loads"))
+    for name in REFERENCE:
+        expect_equal(loads.get(name), 1, f"the loads of the {name} model after 10 requests")
 
 
 def test_model_metadata_matches_the_artifact(client):

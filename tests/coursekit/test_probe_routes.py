@@ -69,3 +69,30 @@ def test_the_http_error_routes_raise_what_a_route_might() -> None:
         conflict = client.post("/test-only/conflict")
         assert (conflict.status_code, conflict.headers["retry-after"]) == (409, "5")
         assert client.get("/test-only/missing").status_code == 404
+
+
+def test_model_calls_are_recorded_until_the_clean_up() -> None:
+    from coursekit.models import load_model, record_batches
+
+    app = FastAPI()
+    cleanup = probe_routes.model_calls(app, types.ModuleType("app"))
+    try:
+        load_model("tickets").pipeline.predict_proba(["one", "two", "three"])
+        with TestClient(app) as client:
+            assert client.get("/test-only/model-calls").json() == {"tickets": [3]}
+    finally:
+        cleanup()
+    with record_batches():  # the recording ended: a test's own may begin
+        pass
+
+
+def test_model_loads_count_from_the_set_up() -> None:
+    from coursekit.models import load_model
+
+    load_model("wine")  # before the set-up: not counted
+    app = FastAPI()
+    probe_routes.model_loads(app, types.ModuleType("app"))
+    load_model("wine")
+    with TestClient(app) as client:
+        loads = client.get("/test-only/model-loads").json()
+    assert (loads["wine"], loads["tickets"]) == (1, 0)
