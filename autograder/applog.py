@@ -3,7 +3,9 @@
 A test that checks an app logs a failure reads `app_log()`: the records the app's own
 loggers emitted at WARNING or above since the test began, in order, each a `LogLine`.
 What uvicorn's own code logs is left out (it logs an exception that escapes the app, and
-an app that logs nothing gets no credit for that); the app may log through any logger.
+an app that logs nothing gets no credit for that), however logging is configured; as
+with pytest's caplog, a record reaches `app_log` only through the root logger (uvicorn's
+own loggers do not pass theirs on).
 
 In a learner's run the app runs in the grading child, and `collecting` gathers its
 records there. In an instructor's run it runs in a process of its own

@@ -1,7 +1,7 @@
 """The submission's side of an instructor's tests over HTTP: serve the step's app.
 
     python -m autograder.appserver STEP SOURCE REPORT [--import-only] [--settings JSON]
-        [--overrides JSON] [--patches JSON] [--routes JSON]
+        [--overrides JSON] [--patches JSON] [--setup JSON]
 
 In an instructor's run (`--source-root`), a step's tests that talk to the app only over
 HTTP (`client`, `app_url`, `app_server`) run in a grading process that never imports the
@@ -13,7 +13,8 @@ dependency MODULE.get_settings answers MODULE.Settings(**VALUES), as the grader'
 `app_url` fixture sets it in a grading child; with `--overrides '[["MODULE:NAME",
 "coursekit.M:F"], ...]'`, the app's dependency MODULE.NAME answers the course's M.F;
 with `--patches` (the same shape), the name MODULE.NAME is the course's M.F; with
-`--routes '["coursekit.M:F", ...]'`, M.F(app, module) adds routes for the test.
+`--setup '["coursekit.M:F", ...]'`, M.F(app, module) sets the app up for the test
+(`coursekit.app_setups`: routes for the test only, fake models).
 
 It tells the grader what happens by appending one JSON object a line to REPORT:
 `{"imported": true}` once the modules are imported (with `--import-only` it then ends),
@@ -85,18 +86,18 @@ def use_patches(patches: list[tuple[str, str]], modules: tuple[str, ...]) -> Non
 @dataclass(frozen=True)
 class Changes:
     """What a test changes in the app before it starts, beside its settings and its
-    dependencies (the grader's `app_server`, `patches=` and `routes=`)."""
+    dependencies (the grader's `app_server`, `patches=` and `setup=`)."""
 
     patches: list[tuple[str, str]] = field(default_factory=list)  # ("module:name", "coursekit.m:f")
-    routes: list[str] = field(default_factory=list)  # "coursekit.m:f", called (app, module)
+    setup: list[str] = field(default_factory=list)  # "coursekit.m:f", called (app, module)
 
     def options(self) -> tuple[str, ...]:
         """The command-line options that carry them to this process."""
         options: tuple[str, ...] = ()
         if self.patches:
             options += ("--patches", json.dumps(self.patches))
-        if self.routes:
-            options += ("--routes", json.dumps(self.routes))
+        if self.setup:
+            options += ("--setup", json.dumps(self.setup))
         return options
 
     @classmethod
@@ -104,20 +105,20 @@ class Changes:
         def value(name: str) -> Any:
             return json.loads(options[options.index(name) + 1]) if name in options else []
 
-        return cls([(a, b) for a, b in value("--patches")], [str(r) for r in value("--routes")])
+        return cls([(a, b) for a, b in value("--patches")], [str(r) for r in value("--setup")])
 
 
 def use_changes(
     app: Any, module: ModuleType, changes: Changes, modules: tuple[str, ...]
 ) -> list[Callable[[], object]]:
     """Make the test's changes to the app and its modules (in a grading child and here
-    alike): each patch, then each of the course's routes, `f(app, module)`. What those
+    alike): each patch, then each of the course's set-ups, `f(app, module)`. What those
     return, if anything, is each a clean-up to call once the app has stopped (in a
     grading child, where the test's process goes on; here the process ends instead)."""
     use_patches(changes.patches, modules)
     cleanups = []
-    for route in changes.routes:
-        cleanup = _courses(route, "routes")(app, module)
+    for setup in changes.setup:
+        cleanup = _courses(setup, "setup")(app, module)
         if callable(cleanup):
             cleanups.append(cleanup)
     return cleanups

@@ -364,9 +364,9 @@ class ChildPlugin:
 
         `patches=[("module:name", "coursekit.m:f")]` makes the name `name` of the step's
         module `module` the course's m.f before the app starts (step 04's lifespan calls
-        a `load_model` that fails). `routes=["coursekit.m:f"]` adds routes for this test
-        only: m.f(app, module) is called with the app and its module before it starts
-        (`coursekit.probe_routes`).
+        a `load_model` that fails). `setup=["coursekit.m:f"]` sets the app up for this
+        test only: m.f(app, module) is called with the app and its module before it
+        starts (`coursekit.app_setups`: routes under /test-only/, fake models).
         """
 
         def start(
@@ -374,16 +374,16 @@ class ChildPlugin:
             *,
             settings: dict[str, Any] | object | None = FILE_SETTINGS,
             patches: list[tuple[str, str]] | tuple[()] = (),
-            routes: list[str] | tuple[()] = (),
+            setup: list[str] | tuple[()] = (),
         ) -> contextlib.AbstractContextManager[str]:
             if not all(isinstance(a, str) and isinstance(b, str) for a, b in patches):
                 raise TypeError('patches must give [("module:name", "coursekit.module:name")]')
-            if not all(isinstance(route, str) for route in routes):
-                raise TypeError('routes must give ["coursekit.module:name"]')
+            if not all(isinstance(name, str) for name in setup):
+                raise TypeError('setup must give ["coursekit.module:name"]')
             if not self.job.remote:
                 for name, value in env.items():
                     monkeypatch.setenv(name, value)
-            changes = Changes([(a, b) for a, b in patches], list(routes))
+            changes = Changes([(a, b) for a, b in patches], list(setup))
             return self._serving(request, env, settings, changes)
 
         return start

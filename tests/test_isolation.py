@@ -384,7 +384,7 @@ def test_patches_replace_a_name_of_the_steps_modules_with_the_courses_code_only(
     assert module.load_model is wine_file_missing  # type: ignore[attr-defined]
 
 
-def test_routes_a_test_adds_are_the_courses_code_only() -> None:
+def test_set_ups_a_test_applies_are_the_courses_code_only() -> None:
     import types
 
     from fastapi import FastAPI
@@ -393,8 +393,8 @@ def test_routes_a_test_adds_are_the_courses_code_only() -> None:
 
     app, module = FastAPI(), types.ModuleType("app")
     with pytest.raises(ValueError, match="not of coursekit"):
-        use_changes(app, module, Changes(routes=["os:system"]), ())
-    use_changes(app, module, Changes(routes=["coursekit.probe_routes:http_errors"]), ())
+        use_changes(app, module, Changes(setup=["os:system"]), ())
+    use_changes(app, module, Changes(setup=["coursekit.app_setups:http_errors"]), ())
     paths = {route.path for route in app.routes}  # type: ignore[attr-defined]
     assert {"/test-only/conflict", "/test-only/missing"} <= paths
     # What travels to the app's process is read back as it was.

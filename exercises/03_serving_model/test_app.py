@@ -208,10 +208,10 @@ def test_a_batch_calls_the_model_once(app_server):
         ("tickets", "/tickets/predict/batch", [{"text": text} for text in TICKETS]),
         ("wine", "/wine/predict/batch", wines()),
     ]
-    # A route added for this test only (coursekit/probe_routes.py): the rows each call of
+    # A route added for this test only (coursekit/app_setups.py): the rows each call of
     # each model your app loaded received.
     with (
-        app_server({}, routes=["coursekit.probe_routes:model_calls"]) as base_url,
+        app_server({}, setup=["coursekit.app_setups:model_calls"]) as base_url,
         httpx.Client(base_url=base_url, timeout=None) as client,
     ):
         for name, path, instances in batches_sent:
@@ -240,10 +240,10 @@ def test_the_models_load_at_startup_not_at_import(exercise):
 
 def test_each_model_loads_once_however_many_requests(app_server):
     instances = wines()
-    # A route added for this test only (coursekit/probe_routes.py): how many times
+    # A route added for this test only (coursekit/app_setups.py): how many times
     # load_model loaded each model since your app was set up, start-up included.
     with (
-        app_server({}, routes=["coursekit.probe_routes:model_loads"]) as base_url,
+        app_server({}, setup=["coursekit.app_setups:model_loads"]) as base_url,
         httpx.Client(base_url=base_url, timeout=None) as client,
     ):
         for text in TICKETS[:3]:

@@ -248,9 +248,9 @@ def test_http_errors_have_the_same_shape(client):
 
 def test_any_other_http_error_has_the_same_shape(app_server):
     # Two routes added for this test only, raising what a route of yours might raise: a 409
-    # with a Retry-After header and a 404 (coursekit/probe_routes.py).
+    # with a Retry-After header and a 404 (coursekit/app_setups.py).
     with (
-        app_server({}, routes=["coursekit.probe_routes:http_errors"]) as base_url,
+        app_server({}, setup=["coursekit.app_setups:http_errors"]) as base_url,
         httpx.Client(base_url=base_url, timeout=None) as client,
     ):
         expect_json(client.post("/tickets/predict", json=TICKET))

@@ -32,6 +32,9 @@ from fastapi.testclient import TestClient
 from autograder.expect import describe, expect_equal, expect_json, expect_status, shown
 from coursekit.datasets import WINE_FEATURES
 from coursekit.embeddings import EMBEDDING_DIMENSION, embed
+from coursekit.fake_models import ANSWERS as FAKE_ANSWERS
+from coursekit.fake_models import EMBEDDED as FAKE_EMBEDDED
+from coursekit.fake_models import VERSION as FAKE_VERSION
 from coursekit.models import LoadedModel, load_count, load_model, reset_load_counts
 
 # Loaded once, when this file is collected: the answers your service must give.
@@ -126,6 +129,17 @@ def served(app_server: Any, env: dict[str, str], settings: Any) -> Iterator[http
         yield http
 
 
+@contextlib.contextmanager
+def set_up(app_server: Any, setup: str) -> Iterator[httpx2.Client]:
+    """Your app, fresh, with `app_settings`, under a uvicorn server of this test's own, set
+    up by coursekit.app_setups's `setup` (a route for the test only, or fake models)."""
+    with (
+        app_server({}, setup=[f"coursekit.app_setups:{setup}"]) as base_url,
+        httpx2.Client(base_url=base_url, timeout=None) as http,
+    ):
+        yield http
+
+
 @pytest.fixture
 def service(exercise, tmp_path: Path) -> Service:
     """For the tests that reach into your app: the same settings, in this process."""
@@ -197,50 +211,6 @@ def expected_wine(wine: dict[str, float]) -> tuple[str, float]:
     return REFERENCE["wine"].classes[int(row.argmax())], float(row.max())
 
 
-def on_an_event_loop() -> bool:
-    """Whether the calling thread is running an event loop (an `async def` route's)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-class FakePipeline:
-    """Gives `label` the probability `top` for every input: no real model answers that.
-
-    It notes, for each call, whether it ran on the event loop's thread.
-    """
-
-    def __init__(self, classes: list[str], label: str, top: float) -> None:
-        self.classes, self.label, self.top = classes, label, top
-        self.on_the_loop: list[bool] = []
-
-    def predict_proba(self, inputs: list[Any]) -> np.ndarray:
-        self.on_the_loop.append(on_an_event_loop())
-        rest = (1 - self.top) / (len(self.classes) - 1)
-        row = [self.top if label == self.label else rest for label in self.classes]
-        return np.array([row] * len(inputs))
-
-    def predict(self, inputs: list[Any]) -> np.ndarray:
-        self.on_the_loop.append(on_an_event_loop())
-        return np.array([self.label] * len(inputs))
-
-
-def fake_model(name: str, label: str, top: float) -> tuple[LoadedModel, FakePipeline]:
-    """A LoadedModel called `name` whose pipeline is a FakePipeline, version "9.9.9-fake"."""
-    reference = REFERENCE[name]
-    pipeline = FakePipeline(reference.classes, label, top)
-    metadata = {**reference.metadata, "version": "9.9.9-fake"}
-    model = LoadedModel(name=name, pipeline=pipeline, metadata=metadata, path=Path("fake"))  # type: ignore[arg-type]
-    return model, pipeline
-
-
-def registry_of(models: dict[str, LoadedModel]) -> Any:
-    """An override for get_registry that answers `models`."""
-    return lambda: models
-
-
 # --- Settings ------------------------------------------------------------------------------
 
 
@@ -306,9 +276,10 @@ def test_an_unknown_model_name_is_a_404(client):
     expect_error(client.get("/models/sentiment"), 404, "not_found")
 
 
-def test_the_registry_loads_each_model_once(service):
-    reset_load_counts()
-    with TestClient(service.app) as client:
+def test_the_registry_loads_each_model_once(app_server):
+    # A set-up for this test only (coursekit/app_setups.py): how many times load_model
+    # loaded each model since your app was set up, its start-up included.
+    with set_up(app_server, "model_loads") as client:
         for text in TEXTS:
             expect_json(client.post("/tickets/predict", json={"text": text}))
         expect_json(client.post("/wine/predict", json=WINE))
@@ -316,65 +287,63 @@ def test_the_registry_loads_each_model_once(service):
         expect_json(client.get("/models"))
         expect_json(client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY)))
         expect_json(client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY)))
-        for name in ("tickets", "wine"):
-            expect_equal(load_count(name), 1, f"the loads of the {name} model after 9 requests")
-        # At most once: coursekit.embeddings.embed(texts) alone shares one embedder per process.
-        if load_count("embedder") > 1:
-            raise AssertionError(
-                f"the embedder was loaded {load_count('embedder')} times for 9 requests: load "
-                "it once, in the lifespan, and hand it to the route with get_embedder."
-            )
-
-
-def test_an_overridden_model_is_the_one_used(service, service_client):
-    tickets, _ = fake_model("tickets", "account", 0.55)
-    wine, _ = fake_model("wine", "class_2", 0.61)
-    overrides = service.app.dependency_overrides
-    overrides[service.deps.get_registry] = registry_of({"tickets": tickets, "wine": wine})
-    body = expect_json(
-        service_client.post("/tickets/predict", json={"text": "I was charged twice"})
-    )
-    expect_fields_of(body, {"label": "account", "confidence": 0.55}, "the fake ticket model")
-    body = expect_json(service_client.post("/wine/predict", json=WINE))
-    expect_fields_of(body, {"label": "class_2", "confidence": 0.61}, "the fake wine model")
+        loads = expect_json(client.get("/test-only/model-loads"))
     for name in ("tickets", "wine"):
-        body = expect_json(service_client.get(f"/models/{name}"))
-        expect_equal(
-            body.get("version"), "9.9.9-fake", f"GET /models/{name}: the version of the fake"
+        expect_equal(loads.get(name), 1, f"the loads of the {name} model after 9 requests")
+    # At most once: coursekit.embeddings.embed(texts) alone shares one embedder per process.
+    if loads.get("embedder", 0) > 1:
+        raise AssertionError(
+            f"the embedder was loaded {loads['embedder']} times for 9 requests: load "
+            "it once, in the lifespan, and hand it to the route with get_embedder."
         )
 
 
-def expect_fields_of(body: Any, expected: dict[str, Any], model: str) -> None:
-    """The label and confidence of an answer are those of the fake `model` (exactly)."""
+def test_an_overridden_model_is_the_one_used(app_server):
+    # get_registry gives fake models (coursekit/fake_models.py): no real model answers this.
+    with set_up(app_server, "fake_registry") as client:
+        body = expect_json(client.post("/tickets/predict", json={"text": "I was charged twice"}))
+        expect_fields_of(body, "tickets")
+        expect_fields_of(expect_json(client.post("/wine/predict", json=WINE)), "wine")
+        for name in ("tickets", "wine"):
+            body = expect_json(client.get(f"/models/{name}"))
+            expect_equal(
+                body.get("version"), FAKE_VERSION, f"GET /models/{name}: the version of the fake"
+            )
+
+
+def expect_fields_of(body: Any, name: str) -> None:
+    """The label and confidence of an answer are those of the fake `name` model (exactly)."""
+    label, confidence = FAKE_ANSWERS[name]
+    expected = {"label": label, "confidence": confidence}
     got = {field: body.get(field) for field in expected} if isinstance(body, dict) else body
-    expect_equal(got, expected, f"the answer when the registry holds {model}")
+    expect_equal(got, expected, f"the answer when the registry holds a fake {name} model")
 
 
-def test_a_model_the_registry_lacks_is_a_503(service, service_client):
+def test_a_model_the_registry_lacks_is_a_503(app_server):
     requests = {
         "tickets": ("/tickets/predict", {"text": TEXTS[0]}),
         "wine": ("/wine/predict", WINE),
     }
     for missing, kept in (("tickets", "wine"), ("wine", "tickets")):
-        registry = {kept: REFERENCE[kept]}
-        service.app.dependency_overrides[service.deps.get_registry] = registry_of(registry)
-        path, body = requests[missing]
-        expect_error(service_client.post(path, json=body), 503, "model_not_loaded")
-        path, body = requests[kept]
-        expect_json(service_client.post(path, json=body))
+        # get_registry gives only the model `kept` (coursekit/app_setups.py).
+        with set_up(app_server, f"registry_without_{missing}") as client:
+            path, body = requests[missing]
+            expect_error(client.post(path, json=body), 503, "model_not_loaded")
+            path, body = requests[kept]
+            expect_json(client.post(path, json=body))
 
 
-def test_the_models_run_off_the_event_loop(service, service_client):
-    tickets, ticket_pipeline = fake_model("tickets", "account", 0.55)
-    wine, wine_pipeline = fake_model("wine", "class_2", 0.61)
-    overrides = service.app.dependency_overrides
-    overrides[service.deps.get_registry] = registry_of({"tickets": tickets, "wine": wine})
-    expect_json(service_client.post("/tickets/predict", json={"text": TEXTS[0]}))
-    expect_json(service_client.post("/wine/predict", json=WINE))
-    for path, pipeline in (("/tickets/predict", ticket_pipeline), ("/wine/predict", wine_pipeline)):
-        if not pipeline.on_the_loop:
+def test_the_models_run_off_the_event_loop(app_server):
+    # The fake models note, for each call, whether it ran on the event loop's thread.
+    with set_up(app_server, "fake_registry") as client:
+        expect_json(client.post("/tickets/predict", json={"text": TEXTS[0]}))
+        expect_json(client.post("/wine/predict", json=WINE))
+        on_the_loop = expect_json(client.get("/test-only/fake-model-calls"))
+    for path, name in (("/tickets/predict", "tickets"), ("/wine/predict", "wine")):
+        calls = on_the_loop.get(name)
+        if not calls:
             raise AssertionError(f"POST {path} never called the model that get_registry gave it.")
-        if any(pipeline.on_the_loop):
+        if any(calls):
             raise AssertionError(
                 f"POST {path} ran the model on the event loop (in an `async def` route): no "
                 "other request is answered while it computes. Keep the route a plain `def`: "
@@ -430,21 +399,13 @@ def test_embed_with_the_right_key_returns_the_embeddings(client):
             )
 
 
-def test_embed_uses_the_embedder_it_is_given(service, service_client):
-    class FakeEmbedder:
-        """Every text becomes 0.25 in each dimension: no real embedding looks like that."""
-
-        def transform(self, texts: list[str]) -> np.ndarray:
-            return np.full((len(texts), EMBEDDING_DIMENSION), 0.25)
-
-    fake = LoadedModel(
-        name="embedder", pipeline=FakeEmbedder(), metadata=EMBEDDER.metadata, path=Path("fake")
-    )  # type: ignore[arg-type]
-    service.app.dependency_overrides[service.deps.get_embedder] = lambda: fake
-    body = expect_json(service_client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY)))
+def test_embed_uses_the_embedder_it_is_given(app_server):
+    # get_embedder gives a fake whose every vector is 0.25 in each dimension.
+    with set_up(app_server, "fake_embedder") as client:
+        body = expect_json(client.post("/embed", json={"texts": TEXTS}, headers=bearer(KEY)))
     expect_equal(
         body.get("embeddings"),
-        [[0.25] * EMBEDDING_DIMENSION] * len(TEXTS),
+        [[FAKE_EMBEDDED] * EMBEDDING_DIMENSION] * len(TEXTS),
         "the embeddings when get_embedder gives a fake embedder (use embed(texts, "
         "model=embedder) with the embedder of EmbedderDep, not the shared default)",
     )

@@ -75,13 +75,14 @@ Start = Callable[..., AbstractContextManager[httpx2.Client]]
 def ensemble(app_server: Callable[[dict[str, str]], AbstractContextManager[str]]) -> Start:
     """`with ensemble(urls, timeout=..., max_in_flight=...) as client:` your app, imported
     afresh, under a real uvicorn server started with those ENSEMBLE_* variables set (the
-    grader's `app_server`; `routes=` adds the course's routes for a test only), and an
+    grader's `app_server`; `setup=` sets it up for a test only, coursekit/app_setups.py),
+    and an
     HTTP client for it (thread-safe)."""
 
     @contextmanager
-    def start(urls: list[str], routes: list[str] = (), **settings: Any) -> Iterator[httpx2.Client]:
+    def start(urls: list[str], setup: list[str] = (), **settings: Any) -> Iterator[httpx2.Client]:
         with (
-            app_server(environment(urls, **settings), routes=routes) as base_url,
+            app_server(environment(urls, **settings), setup=setup) as base_url,
             httpx2.Client(base_url=base_url, timeout=None) as client,
         ):
             yield client
@@ -400,13 +401,13 @@ def test_a_hung_or_trickling_upstream_is_cut_off_at_the_deadline(
 
 def test_the_wait_for_a_permit_counts_against_the_deadline(ensemble: Start) -> None:
     alpha = make_upstream("alpha", delay=0.0)
-    # Routes added for this test only (coursekit/probe_routes.py): /test-only/hold takes
+    # Routes added for this test only (coursekit/app_setups.py): /test-only/hold takes
     # permits of the semaphore that get_limiter gives, and holds them until the test lets
     # go (5 s at the most).
-    holder = ["coursekit.probe_routes:permit_holder"]
+    holder = ["coursekit.app_setups:permit_holder"]
     with (
         running_upstreams(alpha) as urls,
-        ensemble([urls["alpha"]], timeout=0.1, max_in_flight=2, routes=holder) as client,
+        ensemble([urls["alpha"]], timeout=0.1, max_in_flight=2, setup=holder) as client,
     ):
         try:
             state = expect_json(client.post("/test-only/hold", params={"permits": 2}))
@@ -510,9 +511,9 @@ def test_calls_in_flight_stay_within_the_bound(ensemble: Start) -> None:
     shared = make_upstream("shared", delay=0.0, gated=True, gate_timeout=5)
     port = free_port()
     urls = [f"http://127.0.0.1:{port}/{prefix}" for prefix in ("a", "b", "c")]
-    # A route added for this test only (coursekit/probe_routes.py): GET /test-only/limiter
+    # A route added for this test only (coursekit/app_setups.py): GET /test-only/limiter
     # answers whether the semaphore get_limiter gives is fully taken.
-    state_route = ["coursekit.probe_routes:limiter_state"]
+    state_route = ["coursekit.app_setups:limiter_state"]
     upstream_server = serve_in_thread(
         mounted(dict.fromkeys(("a", "b", "c"), shared.app)),
         port=port,
@@ -521,7 +522,7 @@ def test_calls_in_flight_stay_within_the_bound(ensemble: Start) -> None:
     )
     with (
         upstream_server,
-        ensemble(urls, max_in_flight=4, routes=state_route) as http,
+        ensemble(urls, max_in_flight=4, setup=state_route) as http,
         ThreadPoolExecutor(max_workers=3) as pool,
     ):
         pending = [

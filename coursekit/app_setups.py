@@ -1,10 +1,11 @@
-"""Routes a test adds to the app for itself only, under /test-only/ (the grader's
-`app_server(..., routes=["coursekit.probe_routes:NAME"])`).
+"""Set-ups a test applies to the app before it starts, for itself only (the grader's
+`app_server(..., setup=["coursekit.app_setups:NAME"])`).
 
-Each function takes the app and its module, and adds routes that raise what a route of
-the app might raise, or that report, over HTTP, what a test cannot see from outside (is
-the semaphore fully taken? how often was a model loaded?). The test's verdict stays on
-its side: these only answer. A function may return a clean-up, called once the app has
+Each function takes the app and its module. Most add routes under /test-only/ that raise
+what a route of the app might raise, or that report, over HTTP, what a test cannot see
+from outside (is the semaphore fully taken? how often was a model loaded?); some swap a
+dependency for fake models made here. The test's verdict stays on its side: these only
+answer. A function may return a clean-up, called once the app has
 stopped where the test's process goes on (a learner's run serves the app in it).
 """
 
@@ -12,13 +13,14 @@ stopped where the test's process goes on (a learner's run serves the app in it).
 # are made at run time from the app's own dependency, from their real annotations.
 import asyncio
 import contextlib
+import importlib
 from collections.abc import Callable
 from types import ModuleType
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
 
-from coursekit import models
+from coursekit import fake_models, models
 
 HOLD_AT_MOST = 5.0  # seconds the held permits stay taken if the test never lets go
 
@@ -108,3 +110,49 @@ def model_calls(app: FastAPI, module: ModuleType) -> Callable[[], None]:
 
     app.add_api_route("/test-only/model-calls", calls, methods=["GET"])
     return lambda: recording.__exit__(None, None, None)
+
+
+def _dependency(module_name: str, name: str) -> Any:
+    """The step's dependency `name` in its module `module_name`, which a set-up replaces."""
+    dependency = getattr(importlib.import_module(module_name), name, None)
+    if dependency is None:
+        raise AssertionError(
+            f"{module_name}.py must define {name} (a dependency the tests replace)."
+        )
+    return dependency
+
+
+def fake_registry(app: FastAPI, module: ModuleType) -> None:
+    """Step 05: the app's get_registry (deps.py) gives fake tickets and wine models
+    (`coursekit.fake_models`); GET /test-only/fake-model-calls answers, per model, whether
+    each of its calls ran on the event loop ({"tickets": [false], ...})."""
+    fakes = {name: fake_models.fake_model(name) for name in fake_models.ANSWERS}
+    registry = {name: model for name, (model, _) in fakes.items()}
+    app.dependency_overrides[_dependency("deps", "get_registry")] = lambda: registry
+
+    def calls() -> dict[str, list[bool]]:
+        return {name: list(pipeline.on_the_loop) for name, (_, pipeline) in fakes.items()}
+
+    app.add_api_route("/test-only/fake-model-calls", calls, methods=["GET"])
+
+
+def _registry_of(app: FastAPI, names: tuple[str, ...]) -> None:
+    registry = {name: models.load_model(name) for name in names}
+    app.dependency_overrides[_dependency("deps", "get_registry")] = lambda: registry
+
+
+def registry_without_tickets(app: FastAPI, module: ModuleType) -> None:
+    """Step 05: the app's get_registry gives the wine model only."""
+    _registry_of(app, ("wine",))
+
+
+def registry_without_wine(app: FastAPI, module: ModuleType) -> None:
+    """Step 05: the app's get_registry gives the tickets model only."""
+    _registry_of(app, ("tickets",))
+
+
+def fake_embedder(app: FastAPI, module: ModuleType) -> None:
+    """Step 05: the app's get_embedder (deps.py) gives an embedder whose every vector is
+    fake_models.EMBEDDED in each dimension."""
+    embedder = fake_models.fake_embedder()
+    app.dependency_overrides[_dependency("deps", "get_embedder")] = lambda: embedder

@@ -1,8 +1,9 @@
-"""The routes a test adds to an app for itself only (coursekit/probe_routes.py)."""
+"""The routes a test adds to an app for itself only (coursekit/app_setups.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from coursekit import probe_routes
+from coursekit import app_setups
 
 
 def an_app_with_a_limiter(permits: int) -> tuple[FastAPI, types.ModuleType]:
@@ -32,8 +33,8 @@ def an_app_with_a_limiter(permits: int) -> tuple[FastAPI, types.ModuleType]:
 @pytest.fixture
 def held() -> Iterator[TestClient]:
     app, module = an_app_with_a_limiter(2)
-    probe_routes.limiter_state(app, module)
-    probe_routes.permit_holder(app, module)
+    app_setups.limiter_state(app, module)
+    app_setups.permit_holder(app, module)
     with TestClient(app) as client:
         yield client
 
@@ -59,12 +60,12 @@ def test_an_app_without_get_limiter_is_told_what_it_lacks() -> None:
     app, module = an_app_with_a_limiter(1)
     del module.get_limiter  # type: ignore[attr-defined]
     with pytest.raises(AssertionError, match="must define get_limiter"):
-        probe_routes.limiter_state(app, module)
+        app_setups.limiter_state(app, module)
 
 
 def test_the_http_error_routes_raise_what_a_route_might() -> None:
     app = FastAPI()
-    probe_routes.http_errors(app, types.ModuleType("app"))
+    app_setups.http_errors(app, types.ModuleType("app"))
     with TestClient(app) as client:
         conflict = client.post("/test-only/conflict")
         assert (conflict.status_code, conflict.headers["retry-after"]) == (409, "5")
@@ -75,7 +76,7 @@ def test_model_calls_are_recorded_until_the_clean_up() -> None:
     from coursekit.models import load_model, record_batches
 
     app = FastAPI()
-    cleanup = probe_routes.model_calls(app, types.ModuleType("app"))
+    cleanup = app_setups.model_calls(app, types.ModuleType("app"))
     try:
         load_model("tickets").pipeline.predict_proba(["one", "two", "three"])
         with TestClient(app) as client:
@@ -91,8 +92,66 @@ def test_model_loads_count_from_the_set_up() -> None:
 
     load_model("wine")  # before the set-up: not counted
     app = FastAPI()
-    probe_routes.model_loads(app, types.ModuleType("app"))
+    app_setups.model_loads(app, types.ModuleType("app"))
     load_model("wine")
     with TestClient(app) as client:
         loads = client.get("/test-only/model-loads").json()
     assert (loads["wine"], loads["tickets"]) == (1, 0)
+
+
+@pytest.fixture
+def deps(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A step-05-like deps module, whose dependencies the set-ups replace."""
+    module = types.ModuleType("deps")
+    module.get_registry = lambda: {}  # type: ignore[attr-defined]
+    module.get_embedder = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "deps", module)
+    return module
+
+
+def test_the_fake_registry_replaces_get_registry_and_tells_where_it_ran(deps) -> None:
+    from coursekit.fake_models import ANSWERS, VERSION
+
+    app = FastAPI()
+    app_setups.fake_registry(app, types.ModuleType("app"))
+    registry = app.dependency_overrides[deps.get_registry]()
+    tickets = registry["tickets"]
+    assert tickets.version == VERSION
+    row = tickets.pipeline.predict_proba(["hi"])[0]
+    assert tickets.classes[int(row.argmax())] == ANSWERS["tickets"][0]
+    assert float(row.max()) == ANSWERS["tickets"][1]
+
+    async def on_the_loop() -> None:
+        registry["wine"].pipeline.predict_proba([[0.0]])
+
+    asyncio.run(on_the_loop())
+    with TestClient(app) as client:
+        assert client.get("/test-only/fake-model-calls").json() == {
+            "tickets": [False],
+            "wine": [True],
+        }
+
+
+def test_a_registry_without_a_model_holds_the_other_only(deps) -> None:
+    app = FastAPI()
+    app_setups.registry_without_tickets(app, types.ModuleType("app"))
+    assert list(app.dependency_overrides[deps.get_registry]()) == ["wine"]
+    app_setups.registry_without_wine(app, types.ModuleType("app"))
+    assert list(app.dependency_overrides[deps.get_registry]()) == ["tickets"]
+
+
+def test_the_fake_embedder_embeds_every_text_alike(deps) -> None:
+    from coursekit.embeddings import EMBEDDING_DIMENSION, embed
+    from coursekit.fake_models import EMBEDDED
+
+    app = FastAPI()
+    app_setups.fake_embedder(app, types.ModuleType("app"))
+    embedder = app.dependency_overrides[deps.get_embedder]()
+    vectors = embed(["one", "two"], model=embedder)
+    assert [list(map(float, v)) for v in vectors] == [[EMBEDDED] * EMBEDDING_DIMENSION] * 2
+
+
+def test_a_dependency_a_set_up_replaces_must_exist(deps) -> None:
+    del deps.get_registry
+    with pytest.raises(AssertionError, match=r"deps\.py must define get_registry"):
+        app_setups.fake_registry(FastAPI(), types.ModuleType("app"))
