@@ -14,6 +14,7 @@ stopped where the test's process goes on (a learner's run serves the app in it).
 import asyncio
 import contextlib
 import importlib
+import sqlite3
 from collections.abc import Callable
 from types import ModuleType
 from typing import Annotated, Any
@@ -156,3 +157,46 @@ def fake_embedder(app: FastAPI, module: ModuleType) -> None:
     fake_models.EMBEDDED in each dimension."""
     embedder = fake_models.fake_embedder()
     app.dependency_overrides[_dependency("deps", "get_embedder")] = lambda: embedder
+
+
+def connection_probe(app: FastAPI, module: ModuleType) -> None:
+    """Step 05: two routes that take the connection the app's get_connection (deps.py)
+    gives and write a row of the log with it, GET /test-only/connection (which answers)
+    and GET /test-only/failure (which then raises a 409); GET /test-only/connections
+    answers, for the connections they received, how many and how many distinct there were,
+    and which are still open ({"received": 3, "distinct": 3, "open": [false, ...]})."""
+    Connection = Annotated[sqlite3.Connection, Depends(_dependency("deps", "get_connection"))]
+    received: list[sqlite3.Connection] = []
+
+    def write(connection: sqlite3.Connection, model: str) -> None:
+        received.append(connection)
+        connection.execute(
+            "INSERT INTO predictions (model, input, output, latency_ms) VALUES (?, '{}', '{}', 0)",
+            (model,),
+        )
+
+    def succeed(connection: Connection) -> dict[str, int]:
+        write(connection, "test-succeeded")
+        return {"one": connection.execute("SELECT 1").fetchone()[0]}
+
+    def fail(connection: Connection) -> None:
+        write(connection, "test-failed")
+        raise HTTPException(status_code=409, detail="the route failed on purpose")
+
+    def still_open(connection: sqlite3.Connection) -> bool:
+        try:
+            connection.execute("SELECT 1")
+        except sqlite3.ProgrammingError:  # closed
+            return False
+        return True
+
+    def connections() -> dict[str, Any]:
+        return {
+            "received": len(received),
+            "distinct": len({id(connection) for connection in received}),
+            "open": [still_open(connection) for connection in received],
+        }
+
+    app.add_api_route("/test-only/connection", succeed, methods=["GET"])
+    app.add_api_route("/test-only/failure", fail, methods=["GET"])
+    app.add_api_route("/test-only/connections", connections, methods=["GET"])

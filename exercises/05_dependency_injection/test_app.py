@@ -517,44 +517,25 @@ def test_the_log_limit_is_validated(client):
         )
 
 
-def test_the_connection_is_closed_after_each_request(service, service_client):
-    received: list[sqlite3.Connection] = []
-    ConnectionParam = Annotated[sqlite3.Connection, Depends(service.deps.get_connection)]
-
-    # Two routes added for this test only: they receive your get_connection's connection.
-    def write(connection: sqlite3.Connection, model: str) -> None:
-        connection.execute(
-            "INSERT INTO predictions (model, input, output, latency_ms) VALUES (?, '{}', '{}', 0)",
-            (model,),
-        )
-
-    @service.app.get("/test-only/connection")
-    def use_connection(connection: ConnectionParam) -> dict[str, int]:
-        received.append(connection)
-        write(connection, "test-succeeded")
-        return {"one": connection.execute("SELECT 1").fetchone()[0]}
-
-    @service.app.get("/test-only/failure")
-    def fail_after_using_it(connection: ConnectionParam) -> None:
-        received.append(connection)
-        write(connection, "test-failed")
-        raise HTTPException(status_code=409, detail="the route failed on purpose")
-
-    expect_json(service_client.get("/test-only/connection"))
-    expect_json(service_client.get("/test-only/connection"))
-    expect_status(service_client.get("/test-only/failure"), 409)
-    expect_equal(len(received), 3, "the connections received by 3 requests")
-    expect_equal(received[0] is received[1], False, "two requests share one connection")
-    for what, connection in zip(["first", "second", "failed"], received, strict=True):
-        try:
-            connection.execute("SELECT 1")
-        except sqlite3.ProgrammingError:
-            continue  # closed, as it should be
-        raise AssertionError(
-            f"the connection of the {what} request is still open after its response: close "
-            "it after the `yield`, in a `finally` so that a failing route closes it too."
-        )
-    models = [row["model"] for row in service.log_rows()]
+def test_the_connection_is_closed_after_each_request(app_server, tmp_path):
+    # Routes added for this test only (coursekit/app_setups.py): two receive your
+    # get_connection's connection and write a row of the log with it, the second then
+    # raises a 409; a third tells what became of the connections they received.
+    with set_up(app_server, "connection_probe") as client:
+        expect_json(client.get("/test-only/connection"))
+        expect_json(client.get("/test-only/connection"))
+        expect_status(client.get("/test-only/failure"), 409)
+        seen = expect_json(client.get("/test-only/connections"))
+    expect_equal(seen.get("received"), 3, "the connections received by 3 requests")
+    expect_equal(seen.get("distinct"), 3, "the different connections 3 requests received")
+    for what, still_open in zip(["first", "second", "failed"], seen.get("open", []), strict=False):
+        if still_open:
+            raise AssertionError(
+                f"the connection of the {what} request is still open after its response: "
+                "close it after the `yield`, in a `finally` so that a failing route closes it too."
+            )
+    rows = log_rows(tmp_path / DATABASE)
+    models = [row["model"] for row in rows]
     if "test-failed" in models:
         raise AssertionError(
             "a route that wrote to the log and then raised had its row committed: commit "

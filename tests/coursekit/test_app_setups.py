@@ -155,3 +155,32 @@ def test_a_dependency_a_set_up_replaces_must_exist(deps) -> None:
     del deps.get_registry
     with pytest.raises(AssertionError, match=r"deps\.py must define get_registry"):
         app_setups.fake_registry(FastAPI(), types.ModuleType("app"))
+
+
+def test_the_connection_probe_tells_what_became_of_each_connection(deps, tmp_path) -> None:
+    import sqlite3
+
+    database = tmp_path / "log.sqlite3"
+    schema = "CREATE TABLE IF NOT EXISTS predictions (model, input, output, latency_ms)"
+    kept: list[sqlite3.Connection] = []
+
+    def get_connection() -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(database, check_same_thread=False)
+        connection.execute(schema)
+        yield connection
+        connection.commit()
+        if len(kept) == 0:  # the first stays open: the probe must say so
+            kept.append(connection)
+        else:
+            connection.close()
+
+    deps.get_connection = get_connection
+    app = FastAPI()
+    app_setups.connection_probe(app, types.ModuleType("app"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/test-only/connection").json() == {"one": 1}
+        assert client.get("/test-only/connection").status_code == 200
+        assert client.get("/test-only/failure").status_code == 409
+        seen = client.get("/test-only/connections").json()
+    # The failed request's stays open too: this get_connection has no `finally`.
+    assert seen == {"received": 3, "distinct": 3, "open": [True, False, True]}
