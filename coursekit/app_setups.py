@@ -14,6 +14,8 @@ stopped where the test's process goes on (a learner's run serves the app in it).
 import asyncio
 import contextlib
 import importlib
+import json
+import os
 import sqlite3
 from collections.abc import Callable
 from types import ModuleType
@@ -200,3 +202,45 @@ def connection_probe(app: FastAPI, module: ModuleType) -> None:
     app.add_api_route("/test-only/connection", succeed, methods=["GET"])
     app.add_api_route("/test-only/failure", fail, methods=["GET"])
     app.add_api_route("/test-only/connections", connections, methods=["GET"])
+
+
+AFTER_IMPORT_ENV = "COURSE_SET_AFTER_IMPORT"  # a JSON object: variables set once imported
+
+
+def environment_after_import(app: FastAPI, module: ModuleType) -> Callable[[], None]:
+    """Step 05: set the environment variables that AFTER_IMPORT_ENV names (a JSON object
+    of names and values) once the app is imported, before it starts, as an operator who
+    changed them after an import would; the clean-up puts them back."""
+    wanted = json.loads(os.environ.get(AFTER_IMPORT_ENV, "{}"))
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update({str(name): str(value) for name, value in wanted.items()})
+
+    def put_back() -> None:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    return put_back
+
+
+def settings_cache_probe(app: FastAPI, module: ModuleType) -> None:
+    """Step 05: GET /test-only/settings-cached?name=N&value=V calls the app's get_settings
+    (deps.py), sets the environment variable N to V, calls it again, puts N back, and
+    answers {"same": ...}: whether both calls gave the same object."""
+    get_settings = _dependency("deps", "get_settings")
+
+    def cached(name: str, value: str) -> dict[str, bool]:
+        before = os.environ.get(name)
+        first = get_settings()
+        os.environ[name] = value
+        try:
+            return {"same": get_settings() is first}
+        finally:
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
+
+    app.add_api_route("/test-only/settings-cached", cached, methods=["GET"])

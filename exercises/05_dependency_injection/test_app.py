@@ -30,6 +30,7 @@ from fastapi import Depends, HTTPException
 from fastapi.testclient import TestClient
 
 from autograder.expect import describe, expect_equal, expect_json, expect_status, shown
+from coursekit.app_setups import AFTER_IMPORT_ENV
 from coursekit.datasets import WINE_FEATURES
 from coursekit.embeddings import EMBEDDING_DIMENSION, embed
 from coursekit.fake_models import ANSWERS as FAKE_ANSWERS
@@ -232,13 +233,22 @@ def test_settings_come_from_the_environment(app_server, tmp_path):
     )
 
 
-def test_settings_are_read_when_first_needed_not_at_import(exercise, monkeypatch, tmp_path):
-    monkeypatch.delenv("PREDICTOR_API_KEYS", raising=False)
-    monkeypatch.setenv("PREDICTOR_DATABASE_PATH", str(tmp_path / "late.sqlite3"))
-    module = exercise("app")
-    # Set after the import, before the first request: only settings read late see it.
-    monkeypatch.setenv("PREDICTOR_API_KEYS", json.dumps([KEY]))
-    with TestClient(module.app) as client:
+def test_settings_are_read_when_first_needed_not_at_import(app_server, tmp_path):
+    env = {
+        "PREDICTOR_DATABASE_PATH": str(tmp_path / "late.sqlite3"),
+        # Set after the import, before the start (coursekit/app_setups.py): only settings
+        # read late see it.
+        AFTER_IMPORT_ENV: json.dumps({"PREDICTOR_API_KEYS": json.dumps([KEY])}),
+    }
+    setup = [
+        "coursekit.app_setups:environment_after_import",
+        "coursekit.app_setups:settings_cache_probe",
+    ]
+    # settings=None: your get_settings as you wrote it, reading this environment.
+    with (
+        app_server(env, settings=None, setup=setup) as base_url,
+        httpx2.Client(base_url=base_url, timeout=None) as client,
+    ):
         response = client.post("/embed", json={"texts": ["hello"]}, headers=bearer(KEY))
         if response.status_code == 401:
             raise AssertionError(
@@ -247,10 +257,10 @@ def test_settings_are_read_when_first_needed_not_at_import(exercise, monkeypatch
                 "import. Build Settings() inside get_settings, never at the top of app.py."
             )
         expect_json(response)
-    get_settings = deps_of(module).get_settings
-    first = get_settings()
-    monkeypatch.setenv("PREDICTOR_API_KEYS", json.dumps([OTHER_KEY]))
-    if get_settings() is not first:
+        # get_settings() called twice, PREDICTOR_API_KEYS changed in between.
+        changed = {"name": "PREDICTOR_API_KEYS", "value": json.dumps([OTHER_KEY])}
+        cached = expect_json(client.get("/test-only/settings-cached", params=changed))
+    if cached.get("same") is not True:
         raise AssertionError(
             "Two calls of get_settings() returned two different Settings: it must build "
             "them on its first call and return that same object afterwards (@lru_cache)."

@@ -184,3 +184,33 @@ def test_the_connection_probe_tells_what_became_of_each_connection(deps, tmp_pat
         seen = client.get("/test-only/connections").json()
     # The failed request's stays open too: this get_connection has no `finally`.
     assert seen == {"received": 3, "distinct": 3, "open": [True, False, True]}
+
+
+def test_variables_set_after_the_import_are_put_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import os
+
+    monkeypatch.setenv(app_setups.AFTER_IMPORT_ENV, json.dumps({"COURSE_A": "1", "COURSE_B": "2"}))
+    monkeypatch.setenv("COURSE_A", "before")
+    monkeypatch.delenv("COURSE_B", raising=False)
+    put_back = app_setups.environment_after_import(FastAPI(), types.ModuleType("app"))
+    assert (os.environ["COURSE_A"], os.environ["COURSE_B"]) == ("1", "2")
+    put_back()
+    assert (os.environ["COURSE_A"], os.environ.get("COURSE_B")) == ("before", None)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_the_settings_probe_tells_a_cached_get_settings(deps, cached: bool) -> None:
+    import functools
+    import os
+
+    def settings() -> dict[str, str | None]:
+        return {"keys": os.environ.get("COURSE_KEYS")}
+
+    deps.get_settings = functools.lru_cache(settings) if cached else settings
+    app = FastAPI()
+    app_setups.settings_cache_probe(app, types.ModuleType("app"))
+    with TestClient(app) as client:
+        params = {"name": "COURSE_KEYS", "value": "[]"}
+        assert client.get("/test-only/settings-cached", params=params).json() == {"same": cached}
+    assert "COURSE_KEYS" not in os.environ
