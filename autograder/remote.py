@@ -20,7 +20,9 @@ can tell:
 of the app is a 500 to the test, and the cause a failure is told with. The test file's
 `app_settings` (the settings `get_settings` answers) and `app_overrides` (dependencies
 swapped for the course's own callables) are applied in the app's process;
-`app_server(env)` starts it with those environment variables added.
+`app_server(env)` starts it with those environment variables added (and the course's
+patches and set-ups, `autograder.appserver.Changes`). `app_log` is what those apps
+logged, as each process reported it (`autograder.applog`).
 
 Either way, a module that cannot be imported, or an app whose start-up fails, is
 reported as in a grading child, and what the app printed comes with the test's result.
@@ -56,9 +58,8 @@ from autograder.processes import WARM_SOCKET_ENV, imports_of, start_module
 GRADERS_FIXTURES = frozenset({"client", "app", "exercise", "app_url", "app_server", "app_log"})
 # The grader's fixtures a remote job serves over HTTP (with what those apps logged), or
 # that name the graded folder for a test that runs it in processes of its own (see
-# `autograder.child`), and pytest's
-# own that a test may take beside them (a scratch folder, the test's request: the
-# grader's side).
+# `autograder.child`), and pytest's own that a test may take beside them (a scratch
+# folder, the test's request: the grader's side).
 OVER_HTTP_FIXTURES = frozenset(
     {"client", "app_url", "app_server", "app_log", "graded_folder", "tmp_path", "request"}
 )
@@ -70,7 +71,8 @@ START_LIMIT = 60.0  # seconds for the app's process to import, start up and list
 MAX_TEXT = 4000  # characters kept of a message the submission's process sends
 MAX_LOG_LINES = 200  # log records kept of one app's process
 # What `client` and `serving` start the app's process inside: the grading child's note to
-# its engine that the app is starting (autograder.engine.APP_START_LIMIT), and is done.
+# its engine that the app is starting, and then that it is done (the engine's "app_start"
+# phase, with a limit of its own).
 Starting = Callable[[], contextlib.AbstractContextManager[object]]
 NOTE_WAIT = 1.0  # seconds a failed test's explanation waits for the app's note of an error
 
@@ -81,8 +83,8 @@ def http_only_tests(step: Step) -> frozenset[str]:
     own test files, never the submission's).
 
     A test qualifies when each of its fixtures is `client`, `app_url`, `app_server`,
-    `app_log`, `graded_folder`, `tmp_path` or `request`, or a fixture of its own file (plain, or
-    one per module) whose fixtures qualify in turn (step 10's `served` wraps `app_url`;
+    `app_log`, `graded_folder`, `tmp_path` or `request`, or a fixture of its own file
+    (plain, or one per module) whose fixtures qualify in turn (step 10's `served` wraps `app_url`;
     step 15's `deployment` runs the graded folder's app under uvicorn), and neither it
     nor those fixtures import one of the step's modules (or any by name) in their body.
     A file whose `app_settings` or `app_overrides` does not qualify, or that has an
@@ -474,8 +476,8 @@ def serving(
     grader's `app_url` and `app_server` in a remote job. With `settings`, (MODULE,
     VALUES), the app's MODULE.get_settings answers MODULE.Settings(**VALUES) there, with
     `overrides` the dependencies named answer the course's callables, `changes` are made
-    (`autograder.appserver.Changes`), and `env` is added
-    to its environment. The app's start runs inside `starting()`, as in `client`.
+    (`autograder.appserver.Changes`), and `env` is added to its environment. The app's
+    start runs inside `starting()`, as in `client`.
 
     As under a real server in a grading child, an exception of the app is a 500 to the
     test, not an error raised into it; `_Served.explain` tells it as a failure's cause.
