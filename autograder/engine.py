@@ -384,7 +384,9 @@ def _run_one_child(
             # Every run, not only a hung one: a process the graded code started and left
             # behind must not outlive its grading (it could rewrite results afterwards).
             child.kill()
-        run.log_tail = _last_error_line(log_path.read_text(encoding="utf-8", errors="replace"))
+        # No log at all: the child never started (a warm process that gave up on it).
+        log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
+        run.log_tail = _last_error_line(log)
     return run
 
 

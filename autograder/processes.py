@@ -16,6 +16,7 @@ import ast
 import atexit
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -29,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from autograder import sandbox
 from autograder.catalog import ROOT
@@ -286,13 +287,25 @@ class _SpawnedModuleChild(_SpawnedChild):
         self._process.wait()
 
 
+def _kill_at_once(pid: int) -> None:
+    """Kill a child the warm process forked, and its session if it has made one."""
+    for kill in (os.killpg, os.kill):
+        with contextlib.suppress(OSError):
+            kill(pid, signal.SIGKILL)
+
+
 class _Zygote:
     """The grader's side of `autograder.zygote`: ask it to fork, learn when children end.
+
+    `fork_limit` is how long a request waits for its child to start: past it, the caller
+    starts one afresh (start_child).
 
     With `shared`, the warm process outlives this run (for `IDLE_LIMIT` seconds) so the
     next run starts warm; its socket's name is derived from the course's own code, so a
     changed grader or runtime gets a warm process of its own.
     """
+
+    fork_limit = 90.0  # STARTUP_LIMIT, below; a test shortens it
 
     def __init__(self, shared: bool) -> None:
         path = _socket_path(shared)
@@ -328,7 +341,12 @@ class _Zygote:
         self.connection = connection
         self._reader = connection.makefile("rb")
         self._lock = threading.Lock()  # one request (and its answer) at a time
-        self._started: queue.Queue[int] = queue.Queue()
+        # Each request's answer, by the request's number. A request that times out is
+        # given up, and the child it later starts is killed: before, its late answer was
+        # taken as the next request's, and every later child of the run was the wrong one
+        # (a busy machine's run then lost a whole step, "nothing was printed").
+        self._requests = itertools.count(1)
+        self._waiting: dict[int, queue.Queue[int]] = {}
         self._exited: dict[int, int] = {}
         self._ended = False
         self._changed = threading.Condition()
@@ -348,7 +366,7 @@ class _Zygote:
             for line in self._reader:
                 message = json.loads(line)
                 if "started" in message:
-                    self._started.put(message["started"])
+                    self._started(message)
                 elif "exited" in message:
                     with self._changed:
                         self._exited[message["exited"]] = message["code"]
@@ -357,6 +375,15 @@ class _Zygote:
             self._ended = True
             self._changed.notify_all()
 
+    def _started(self, message: dict[str, Any]) -> None:
+        pid = int(message["started"])
+        with self._changed:  # with fork's giving up, one or the other: never both
+            waiting = self._waiting.pop(message.get("id"), None)
+            if waiting is not None:
+                waiting.put(pid)
+                return
+        _kill_at_once(pid)  # a request given up: its child must not run
+
     @property
     def alive(self) -> bool:
         return not self._ended
@@ -364,12 +391,30 @@ class _Zygote:
     def fork(
         self, pytest_args: list[str], env: Mapping[str, str], log: Path, needs: Iterable[str]
     ) -> int:
-        request = {"args": pytest_args, "env": dict(env), "log": str(log), "needs": list(needs)}
+        number = next(self._requests)
+        request = {
+            "id": number,
+            "args": pytest_args,
+            "env": dict(env),
+            "log": str(log),
+            "needs": list(needs),
+        }
         if SANDBOXED:
             request["limits"] = sandbox.limits()
-        with self._lock:
-            self.connection.sendall((json.dumps(request) + "\n").encode())
-            return self._started.get(timeout=STARTUP_LIMIT)
+        answer: queue.Queue[int] = queue.Queue()
+        with self._changed:
+            self._waiting[number] = answer
+        try:
+            with self._lock:
+                self.connection.sendall((json.dumps(request) + "\n").encode())
+            return answer.get(timeout=self.fork_limit)
+        except BaseException:
+            with self._changed:  # given up: a child that started meanwhile is killed
+                self._waiting.pop(number, None)
+                late = None if answer.empty() else answer.get_nowait()
+            if late is not None:
+                _kill_at_once(late)
+            raise
 
     def exit_code(self, pid: int) -> int | None:
         with self._changed:

@@ -9,8 +9,9 @@ client with `{"ready": PID}`; a client sends one JSON request a line,
 the `needs` it lacks, then forks a child that becomes what `python -m pytest ARGS`
 would be: in the repository root, with exactly that environment, its output in the
 log, in a session of its own (so the grader can kill it with everything it starts). It
-answers `{"started": PID}` at once and `{"exited": PID, "code": N}` when the child ends
-(negative N: killed by signal -N).
+answers `{"started": PID, "id": ID}` at once (ID: the request's "id", which a client
+matches its answers by) and `{"exited": PID, "code": N}` when the child ends (negative N:
+killed by signal -N).
 
 A client that disconnects has its children killed. With `--idle SECONDS` the process
 outlives its clients (so the next `pytest exercises/` starts warm) and exits after that
@@ -152,7 +153,7 @@ class Server:
         gc.unfreeze()  # this process goes on collecting its own garbage
         client.children.add(pid)
         self.owners[pid] = client
-        client.answer({"started": pid})
+        client.answer({"started": pid, "id": request.get("id")})
 
     def _reap(self) -> None:
         while self.owners:

@@ -212,3 +212,59 @@ def test_the_shared_tls_context_is_one_and_still_verifies() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert completed.stdout.strip() == "ok", completed.stderr
+
+
+def test_a_child_the_warm_process_starts_too_late_is_killed_not_taken_for_the_next(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A request that waited past its limit is given up (the grader then starts the child
+    afresh). When the warm process answers it after all, that answer must not be taken
+    as the next request's: before, every later child of the run was the wrong one, and a
+    busy machine's run lost whole steps ("could not be collected", nothing printed). The
+    late child is killed."""
+    import queue
+    import threading
+    import time
+
+    from autograder import processes
+
+    path = str(tmp_path / "slow.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    gave_up = threading.Event()
+    children: list[subprocess.Popen[bytes]] = []
+
+    def serve() -> None:  # a warm process slow to answer its first request
+        connection, _ = listener.accept()
+        connection.sendall(b'{"ready": 1}\n')
+        reader = connection.makefile("rb")
+        for line in reader:
+            request = json.loads(line)
+            if request["id"] == 1:
+                gave_up.wait(30)
+            child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+            children.append(child)
+            connection.sendall(json.dumps({"started": child.pid, "id": request["id"]}).encode())
+            connection.sendall(b"\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setattr(processes, "_socket_path", lambda shared: path)
+    warm = processes._Zygote(shared=True)
+    warm.fork_limit = 0.5
+    try:
+        with pytest.raises(queue.Empty):
+            warm.fork(["first"], {}, tmp_path / "first.log", [])
+        gave_up.set()
+        second = warm.fork(["second"], {}, tmp_path / "second.log", [])
+        assert len(children) == 2
+        assert second == children[1].pid, "the late answer to the first was taken as this one's"
+        assert children[0].wait(timeout=10) == -9, "the child of the request given up still runs"
+        time.sleep(0.1)
+        assert children[1].poll() is None
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+        warm.connection.close()
+        listener.close()
