@@ -9,6 +9,7 @@ The tests load the course's models themselves (`REFERENCE`, below) and compare y
 answers with what the models say: any correct implementation passes.
 """
 
+import contextlib
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -203,6 +204,18 @@ def test_wine_batch_keeps_the_order_and_matches_single_predictions(client):
         )
 
 
+@contextlib.contextmanager
+def served(app_server: Any, **changes: Any) -> Iterator[httpx.Client]:
+    """Your app, fresh, under a uvicorn server of this test's own (the grader's
+    `app_server`), with the course's `patches=` or `setup=` for this test only
+    (coursekit/app_setups.py), and an HTTP client for it."""
+    with (
+        app_server({}, **changes) as base_url,
+        httpx.Client(base_url=base_url, timeout=None) as client,
+    ):
+        yield client
+
+
 def test_a_batch_calls_the_model_once(app_server):
     batches_sent = [
         ("tickets", "/tickets/predict/batch", [{"text": text} for text in TICKETS]),
@@ -210,10 +223,7 @@ def test_a_batch_calls_the_model_once(app_server):
     ]
     # A route added for this test only (coursekit/app_setups.py): the rows each call of
     # each model your app loaded received.
-    with (
-        app_server({}, setup=["coursekit.app_setups:model_calls"]) as base_url,
-        httpx.Client(base_url=base_url, timeout=None) as client,
-    ):
+    with served(app_server, setup=["coursekit.app_setups:model_calls"]) as client:
         for name, path, instances in batches_sent:
             before = len(expect_json(client.get("/test-only/model-calls")).get(name, []))
             expect_json(client.post(path, json={"instances": instances}))
@@ -242,10 +252,7 @@ def test_each_model_loads_once_however_many_requests(app_server):
     instances = wines()
     # A route added for this test only (coursekit/app_setups.py): how many times
     # load_model loaded each model since your app was set up, start-up included.
-    with (
-        app_server({}, setup=["coursekit.app_setups:model_loads"]) as base_url,
-        httpx.Client(base_url=base_url, timeout=None) as client,
-    ):
+    with served(app_server, setup=["coursekit.app_setups:model_loads"]) as client:
         for text in TICKETS[:3]:
             expect_json(client.post("/tickets/predict", json={"text": text}))
         expect_json(client.post("/tickets/predict/batch", json={"instances": [{"text": "hi"}]}))

@@ -11,6 +11,7 @@ Every test of a 4xx first shows that a valid request succeeds, then checks the s
 AND the error body: {"error": {"code": ..., "message": ..., "details": [...]}}.
 """
 
+import contextlib
 import json
 import logging
 import sys
@@ -246,13 +247,22 @@ def test_http_errors_have_the_same_shape(client):
     expect_equal(response.headers.get("allow"), "POST", "the Allow header of the 405")
 
 
+@contextlib.contextmanager
+def served(app_server: Any, **changes: Any) -> Iterator[httpx.Client]:
+    """Your app, fresh, under a uvicorn server of this test's own (the grader's
+    `app_server`), with the course's `patches=` or `setup=` for this test only
+    (coursekit/app_setups.py), and an HTTP client for it."""
+    with (
+        app_server({}, **changes) as base_url,
+        httpx.Client(base_url=base_url, timeout=None) as client,
+    ):
+        yield client
+
+
 def test_any_other_http_error_has_the_same_shape(app_server):
     # Two routes added for this test only, raising what a route of yours might raise: a 409
     # with a Retry-After header and a 404 (coursekit/app_setups.py).
-    with (
-        app_server({}, setup=["coursekit.app_setups:http_errors"]) as base_url,
-        httpx.Client(base_url=base_url, timeout=None) as client,
-    ):
+    with served(app_server, setup=["coursekit.app_setups:http_errors"]) as client:
         expect_json(client.post("/tickets/predict", json=TICKET))
         response = client.post("/test-only/conflict")
         expect_error(response, 409, "http_error")
@@ -299,10 +309,7 @@ TICKETS_FILE_CORRUPT = [("registry:load_model", "coursekit.failing_loads:tickets
 
 
 def test_a_model_that_fails_to_load_is_a_503_not_a_crash(app_server):
-    with (
-        app_server({}, patches=WINE_FILE_MISSING) as base_url,
-        httpx.Client(base_url=base_url, timeout=None) as client,
-    ):
+    with served(app_server, patches=WINE_FILE_MISSING) as client:
         expect_json(client.post("/tickets/predict", json=TICKET))
         health = expect_json(client.get("/health"))
         expect_equal(
@@ -313,10 +320,7 @@ def test_a_model_that_fails_to_load_is_a_503_not_a_crash(app_server):
         expect_error(client.post("/wine/predict/batch", json=batch), 503, "model_not_loaded")
     # Another model, another kind of failure (ModelFileCorrupt, neither an OSError nor a
     # ValueError): start-up still goes on.
-    with (
-        app_server({}, patches=TICKETS_FILE_CORRUPT) as base_url,
-        httpx.Client(base_url=base_url, timeout=None) as client,
-    ):
+    with served(app_server, patches=TICKETS_FILE_CORRUPT) as client:
         expect_json(client.post("/wine/predict", json=a_wine()))
         health = expect_json(client.get("/health"))
         expect_equal(
