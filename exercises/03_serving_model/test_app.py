@@ -25,6 +25,7 @@ from autograder.expect import (
     expect_validation_error,
     shown,
 )
+from autograder.served import served
 from coursekit.datasets import WINE_FEATURES, load_wine
 from coursekit.models import (
     LoadedModel,
@@ -202,18 +203,6 @@ def test_wine_batch_keeps_the_order_and_matches_single_predictions(client):
             f"the batch's wine {row} alone",
             tolerance=MODEL_NOISE,
         )
-
-
-@contextlib.contextmanager
-def served(app_server: Any, **changes: Any) -> Iterator[httpx.Client]:
-    """Your app, fresh, under a uvicorn server of this test's own (the grader's
-    `app_server`), with the course's `patches=` or `setup=` for this test only
-    (coursekit/app_setups.py), and an HTTP client for it."""
-    with (
-        app_server({}, **changes) as base_url,
-        httpx.Client(base_url=base_url, timeout=None) as client,
-    ):
-        yield client
 
 
 def test_a_batch_calls_the_model_once(app_server):

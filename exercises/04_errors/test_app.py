@@ -33,6 +33,7 @@ from autograder.expect import (
     shown,
     shown_body,
 )
+from autograder.served import served
 from coursekit.datasets import WINE_FEATURES, load_wine
 from coursekit.models import LoadedModel, load_model
 
@@ -245,18 +246,6 @@ def test_http_errors_have_the_same_shape(client):
     error = expect_error(response, 405, "method_not_allowed")
     expect_equal(error["details"], [], "the details of a 405")
     expect_equal(response.headers.get("allow"), "POST", "the Allow header of the 405")
-
-
-@contextlib.contextmanager
-def served(app_server: Any, **changes: Any) -> Iterator[httpx.Client]:
-    """Your app, fresh, under a uvicorn server of this test's own (the grader's
-    `app_server`), with the course's `patches=` or `setup=` for this test only
-    (coursekit/app_setups.py), and an HTTP client for it."""
-    with (
-        app_server({}, **changes) as base_url,
-        httpx.Client(base_url=base_url, timeout=None) as client,
-    ):
-        yield client
 
 
 def test_any_other_http_error_has_the_same_shape(app_server):
