@@ -9,13 +9,11 @@ The tests load the course's models themselves (`REFERENCE`, below) and compare y
 answers with what the models say: any correct implementation passes.
 """
 
-import contextlib
 import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import httpx2 as httpx
 from fastapi.testclient import TestClient
 
 from autograder.expect import (
@@ -31,7 +29,6 @@ from coursekit.models import (
     LoadedModel,
     load_count,
     load_model,
-    record_batches,
     reset_load_counts,
 )
 

@@ -11,16 +11,13 @@ Every test of a 4xx first shows that a valid request succeeds, then checks the s
 AND the error body: {"error": {"code": ..., "message": ..., "details": [...]}}.
 """
 
-import contextlib
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -13,7 +13,6 @@ Errors come in step 04's error body, {"error": {"code": ..., "message": ..., "de
 its handlers are given (errors.py), so an HTTPException you raise is answered in it.
 """
 
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -21,12 +20,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Any
 
 import httpx2
-import numpy as np
 import pytest
-from fastapi import Depends, HTTPException
 from fastapi.testclient import TestClient
 
 from autograder.expect import describe, expect_equal, expect_json, expect_status, shown
@@ -36,7 +33,7 @@ from coursekit.embeddings import EMBEDDING_DIMENSION, embed
 from coursekit.fake_models import ANSWERS as FAKE_ANSWERS
 from coursekit.fake_models import EMBEDDED as FAKE_EMBEDDED
 from coursekit.fake_models import VERSION as FAKE_VERSION
-from coursekit.models import LoadedModel, load_count, load_model, reset_load_counts
+from coursekit.models import LoadedModel, load_model
 
 # Loaded once, when this file is collected: the answers your service must give.
 REFERENCE: dict[str, LoadedModel] = {name: load_model(name) for name in ("tickets", "wine")}

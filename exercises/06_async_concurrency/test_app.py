@@ -10,13 +10,11 @@ deadline are shown by mechanisms the test controls: the upstreams' own counters,
 that hold their answers back, permits the test holds, never by a stopwatch.
 """
 
-import asyncio
 import json
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from time import monotonic
 from typing import Annotated, Any
 

@@ -21,7 +21,6 @@ import importlib
 import importlib.util
 import json
 import struct
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from coursekit.embeddings import embed
 from coursekit.llm import GatedLM, count_tokens, get_model, prompt_tokens
 from coursekit.model_lending import lend_registry
 from coursekit.model_link import REGISTRY_ENV
-from coursekit.server import ThreadedServer
 
 KEY = "key-step-10"
 CHAT = "coursekit-tinylm"
